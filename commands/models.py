@@ -1,0 +1,164 @@
+"""`stablekit models`: the registry and the weights on disk."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .options import JsonOpt, complete_model
+
+app = typer.Typer(help="List, inspect, download and remove models.", no_args_is_help=True)
+
+ModelArg = Annotated[str, typer.Argument(help="Model id or alias.", autocompletion=complete_model)]
+
+
+def _size(num_bytes: int) -> str:
+    if not num_bytes:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if num_bytes < 1024 or unit == "TiB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    return "-"
+
+
+def _where(files: dict) -> str:
+    return f" at {files['path']} ({_size(files['size_bytes'])})" if files["path"] else ""
+
+
+def _summary(spec) -> dict:
+    from stablekit.hub import local_state
+
+    state = local_state(spec)
+    data = spec.to_dict()
+    data["weights_gib"] = {"float16": round(spec.memory.total_params * 2e6 / 1024**3, 2),
+                           "float32": round(spec.memory.total_params * 4e6 / 1024**3, 2)}
+    data["files"] = {"status": state.status, "path": str(state.path) if state.path else None,
+                     "size_bytes": state.size_bytes}
+    return data
+
+
+@app.command("list")
+def list_models(
+    ctx: typer.Context,
+    modality: Annotated[str | None, typer.Option(
+        "--modality", help="Only image, video, audio, mesh or text models.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """List every known model, with licence, memory needs and download state."""
+    from stablekit.errors import UsageError
+    from stablekit.registry import MODALITIES, load_registry
+
+    if modality and modality not in MODALITIES:
+        raise UsageError(f"--modality {modality}: unknown", hint=f"use one of {', '.join(MODALITIES)}")
+    specs = [s for s in load_registry() if modality in (None, s.modality)]
+    console = ctx.obj
+    if json_output:
+        import json
+
+        console.result(json.dumps([_summary(s) for s in specs], sort_keys=True))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("id", "modality", "params", "fp16 weights", "gated", "licence", "files"):
+        table.add_column(column, justify="right" if column in ("params", "fp16 weights") else "left",
+                         no_wrap=column != "licence")
+    for spec in specs:
+        data = _summary(spec)
+        files = data["files"]
+        state = files["status"] if files["status"] == "missing" else f"{files['status']} {_size(files['size_bytes'])}"
+        table.add_row(spec.id, spec.modality, f"{spec.memory.total_params / 1000:.2f}B",
+                      f"{data['weights_gib']['float16']:.1f} GiB", "yes" if spec.gated else "", spec.license, state)
+    console.table(table)
+
+
+@app.command("info")
+def info(ctx: typer.Context, model: ModelArg, json_output: JsonOpt = False) -> None:
+    """Everything the registry knows about one model."""
+    from stablekit.registry import load_registry
+
+    data = _summary(load_registry().resolve(model))
+    console = ctx.obj
+    if json_output:
+        console.result(data)
+        return
+    memory = data["memory"]
+    components = ", ".join(f"{name} {m:.1f}M" for name, m in memory["params"].items())
+    lines = [
+        f"{data['name']}  [{data['id']}]",
+        f"  {data['description']}" if data["description"] else None,
+        f"aliases     {', '.join(data['aliases'])}" if data["aliases"] else None,
+        f"modality    {data['modality']} ({data['family']}); tasks: {', '.join(data['tasks'])}",
+        f"loader      {data['library']}.{data['loader']}",
+        f"source      {data['source']}" + (f" (variant {data['variant']})" if data["variant"] else ""),
+        f"fallbacks   {', '.join(data['fallbacks'])}" if data["fallbacks"] else None,
+        f"licence     {data['license']}" + (f" — {data['license_url']}" if data["license_url"] else ""),
+        f"gated       {'yes: accept the licence on the hub page, then `hf auth login`' if data['gated'] else 'no'}",
+        "defaults    " + ", ".join(f"{k}={v}" for k, v in data["defaults"].items()) if data["defaults"] else None,
+        "limits      " + ", ".join(f"{k}={v}" for k, v in data["limits"].items()) if data["limits"] else None,
+        f"memory      {memory['total_params_millions'] / 1000:.2f}B parameters ({components}); weights "
+        f"{data['weights_gib']['float16']:.1f} GiB in fp16/bf16, {data['weights_gib']['float32']:.1f} GiB in fp32",
+        f"activations {memory['activation_gib']} GiB + decode {memory['decode_gib']} GiB per {memory['unit']} (16-bit)"
+        if memory["unit"] != "fixed" else f"activations {memory['activation_gib']} GiB (16-bit)",
+        f"files       {data['files']['status']}" + _where(data["files"]),
+        f"origin      {data['origin']}",
+    ]
+    for line in lines:
+        if line is not None:
+            console.result(line)
+
+
+@app.command("pull")
+def pull(ctx: typer.Context, model: ModelArg) -> None:
+    """Download a model's files (only those its loader reads), or build a tiny model."""
+    from stablekit import hub
+    from stablekit.registry import load_registry
+
+    spec = load_registry().resolve(model)
+    console = ctx.obj
+    console.stage(f"Pulling {spec.id} from {spec.source}")
+    ctx.obj.result(str(hub.pull(spec, quiet=console.quiet)))
+
+
+@app.command("path")
+def path(ctx: typer.Context, model: ModelArg) -> None:
+    """Print the folder that holds a model's files (for other tools and scripts)."""
+    from stablekit import hub
+    from stablekit.errors import ModelNotDownloadedError
+    from stablekit.registry import load_registry
+
+    spec = load_registry().resolve(model)
+    state = hub.local_state(spec)
+    if not state.ready:
+        raise ModelNotDownloadedError(f"{spec.id} is not on disk ({state.status})",
+                                      hint=f"run 'stablekit models pull {spec.id}'")
+    ctx.obj.result(str(state.path))
+
+
+@app.command("rm")
+def remove(
+    ctx: typer.Context,
+    model: ModelArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a model's downloaded (or built) files."""
+    import sys
+
+    from stablekit import hub
+    from stablekit.errors import UsageError
+    from stablekit.registry import load_registry
+
+    spec = load_registry().resolve(model)
+    state = hub.local_state(spec)
+    console = ctx.obj
+    if state.status == "missing":
+        console.info(f"{spec.id}: nothing on disk")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"refusing to delete {spec.id} without confirmation", hint="pass --yes")
+        typer.confirm(f"Delete {spec.id} ({_size(state.size_bytes)})?", abort=True, err=True)
+    freed = hub.remove(spec)
+    console.info(f"removed {spec.id}, freed {_size(freed)}")

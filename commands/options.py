@@ -1,0 +1,91 @@
+"""Options shared by every generating command, declared once so `--seed` means the same everywhere."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+
+def complete_model(incomplete: str) -> list[str]:
+    """Model ids and aliases from the registry (no heavy imports: this runs on every <TAB>)."""
+    from stablekit.registry import load_registry
+
+    try:
+        specs = list(load_registry())
+    except Exception:  # a broken user catalog must not break the shell
+        return []
+    names = [name for spec in specs for name in (spec.id, *spec.aliases)]
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def complete_preset(incomplete: str) -> list[str]:
+    from stablekit.presets import list_presets
+
+    try:
+        return [p.name for p in list_presets() if p.name.startswith(incomplete)]
+    except Exception:
+        return []
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    mps = "mps"
+    cpu = "cpu"
+
+
+class Dtype(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class Offload(str, Enum):
+    none = "none"
+    model = "model"
+    group = "group"
+    sequential = "sequential"
+
+
+DEVICE_PANEL = "Device"
+OUTPUT_PANEL = "Output"
+
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", autocompletion=complete_model,
+    help="Model id or alias (see `stablekit models list`), a hub repo id ORG/NAME, or a local folder.")]
+PresetOpt = Annotated[str | None, typer.Option(
+    "--preset", "-p", autocompletion=complete_preset, help="Preset name or .toml path (see `stablekit presets list`).")]
+SeedOpt = Annotated[int | None, typer.Option(
+    "--seed", "-s", min=0, max=2**32 - 1, help="Random seed; output i uses seed+i. Drawn and recorded when omitted.")]
+DeviceOpt = Annotated[str | None, typer.Option(
+    "--device", rich_help_panel=DEVICE_PANEL, help="auto, cuda, cuda:N, mps or cpu.  [default: auto]")]
+DtypeOpt = Annotated[Dtype | None, typer.Option(
+    "--dtype", rich_help_panel=DEVICE_PANEL, help="Compute precision.  [default: bf16/fp16 on GPUs, fp32 on CPU]")]
+OffloadOpt = Annotated[Offload | None, typer.Option(
+    "--offload", rich_help_panel=DEVICE_PANEL, help="CPU offload strategy.  [default: the least that fits]")]
+VramOpt = Annotated[float | None, typer.Option(
+    "--vram", metavar="GB", rich_help_panel=DEVICE_PANEL, help="Plan as if this many GiB of device memory were free.")]
+DryRunOpt = Annotated[bool, typer.Option(
+    "--dry-run", rich_help_panel=DEVICE_PANEL, help="Print the device plan and exit: nothing is downloaded or loaded.")]
+OutputOpt = Annotated[str | None, typer.Option(
+    "--output", "-o", rich_help_panel=OUTPUT_PANEL,
+    help="File name or template, e.g. 'renders/{model}-{seed}-{index}.png'. "
+         "Fields: model seed index prompt date time.")]
+OutputDirOpt = Annotated[str, typer.Option(
+    "--output-dir", "-d", rich_help_panel=OUTPUT_PANEL, help="Folder that relative outputs go into.")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", rich_help_panel=OUTPUT_PANEL, help="Replace existing files instead of choosing a numbered name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per output on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors: no progress.")]
+
+
+def value(option: Enum | None) -> str | None:
+    return option.value if option is not None else None
+
+
+def device_flags(device: str | None, dtype: Dtype | None, offload: Offload | None,
+                 vram: float | None) -> dict:
+    return {"device": None if device in (None, "auto") else device, "dtype": value(dtype),
+            "offload": value(offload), "vram": vram}

@@ -1,0 +1,57 @@
+"""`stablekit presets`: named sets of options, built in or your own."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .options import JsonOpt, complete_preset
+
+app = typer.Typer(help="List and show presets (TOML files; yours go in $STABLEKIT_HOME/presets).",
+                  no_args_is_help=True)
+
+
+def _as_dict(preset) -> dict:
+    return {"name": preset.name, "command": preset.command, "description": preset.description,
+            "values": preset.values, "path": str(preset.path), "origin": preset.origin}
+
+
+@app.command("list")
+def list_presets(ctx: typer.Context, json_output: JsonOpt = False) -> None:
+    """List the presets."""
+    from stablekit.presets import list_presets as find
+
+    presets = find()
+    if json_output:
+        import json
+
+        ctx.obj.result(json.dumps([_as_dict(p) for p in presets], sort_keys=True))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("name", "command", "origin", "description"):
+        table.add_column(column)
+    for p in presets:
+        table.add_row(p.name, p.command, p.origin, p.description)
+    ctx.obj.table(table)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Preset name or .toml path.", autocompletion=complete_preset)],
+    json_output: JsonOpt = False,
+) -> None:
+    """Show what a preset sets."""
+    from stablekit.presets import find_preset
+
+    preset = find_preset(name)
+    if json_output:
+        ctx.obj.result(_as_dict(preset))
+        return
+    ctx.obj.result(f"{preset.name}  ({preset.origin}: {preset.path})")
+    ctx.obj.result(f"  for `stablekit {preset.command}`: {preset.description}")
+    for key, value in preset.values.items():
+        ctx.obj.result(f"  {key} = {value!r}")

@@ -1,0 +1,1 @@
+complete --command stablekit --no-files --arguments "(env _STABLEKIT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) stablekit)" --condition "env _STABLEKIT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) stablekit"

@@ -1,0 +1,1 @@
+"""Built-in presets (TOML data files); installed as stablekit.presets."""

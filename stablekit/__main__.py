@@ -1,0 +1,5 @@
+"""`python -m stablekit` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""The table of contents: builds the app from stablekit.commands, and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from . import __version__
+from .console import Console
+from .errors import StablekitError
+
+HELP = """Generate images, video, audio, 3D meshes and text with Stability AI's open models.
+
+Results (file paths, or JSON with --json) go to stdout; progress and messages to stderr."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"stablekit {__version__}")
+        raise typer.Exit()
+
+
+def _global_options(
+    ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors: no progress.")] = False,
+    version: Annotated[bool | None, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+) -> None:
+    ctx.obj = Console(quiet=quiet)
+
+
+def build_app() -> typer.Typer:
+    from .commands import doctor, image, models, presets
+
+    app = typer.Typer(name="stablekit", help=HELP, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    app.callback()(_global_options)
+    app.command("image", epilog=image.EPILOG)(image.image)
+    app.add_typer(models.app, name="models")
+    app.add_typer(presets.app, name="presets")
+    app.command("doctor")(doctor.doctor)
+    return app
+
+
+def _usage_error_exit(err: Exception) -> int | None:
+    """Typer's own usage errors (bad option, missing argument) carry an exit code and a message."""
+    exit_code = getattr(err, "exit_code", None)
+    if isinstance(exit_code, int) and hasattr(err, "format_message"):
+        ctx = getattr(err, "ctx", None)
+        command = getattr(ctx, "command_path", "stablekit")
+        Console().error(err.format_message(), hint=f"see '{command} --help'")
+        return exit_code
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: exit 0 ok, 1 failure, 2 usage, 130 interrupted; tracebacks only with STABLEKIT_DEBUG=1."""
+    debug = os.environ.get("STABLEKIT_DEBUG", "") not in ("", "0")
+    try:
+        code = build_app()(args=argv, prog_name="stablekit", standalone_mode=False)
+    except StablekitError as err:
+        if debug:
+            traceback.print_exc()
+        Console().error(err.message, err.hint)
+        code = err.exit_code
+    except typer.Abort:
+        Console().error("aborted")
+        code = 1
+    except Exception as err:
+        code = _usage_error_exit(err)
+        if code is None:
+            raise
+        if debug:
+            traceback.print_exc()
+    sys.exit(code if isinstance(code, int) else 0)

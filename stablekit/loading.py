@@ -1,0 +1,62 @@
+"""Loading weights the same way for real and tiny models: from_pretrained on the folder the hub gave us."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from .errors import StablekitError
+from .registry import ModelSpec
+
+_SD1_FAMILIES = ("sd15", "sd21")
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own progress bars and notices; stablekit reports progress itself."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()  # before diffusers' import, which logs torchvision notices
+    import diffusers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"torchsde\..*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(diffusers|transformers)\..*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(diffusers|transformers|numpy)\..*")
+
+
+def _dtype_keyword() -> str:
+    """diffusers >= 0.40 takes `dtype=`; older ones `torch_dtype=` (passing both raises)."""
+    from importlib.metadata import version
+
+    major, minor = (int(part) for part in version("diffusers").split(".")[:2])
+    return "dtype" if (major, minor) >= (0, 40) else "torch_dtype"
+
+
+def _has_variant(folder: Path, variant: str) -> bool:
+    return any(folder.glob(f"*/*.{variant}.safetensors")) or any(folder.glob(f"*.{variant}.safetensors"))
+
+
+def load_diffusers(spec: ModelSpec, folder: Path, dtype):
+    """The pipeline (or single model) class named by the record, loaded from a local folder only."""
+    quiet_libraries()
+    import diffusers
+
+    cls = getattr(diffusers, spec.loader, None)
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        raise StablekitError(f"{spec.id}: diffusers has no loader '{spec.loader}'",
+                             hint="upgrade diffusers, or fix the loader in your catalog")
+    kwargs = {_dtype_keyword(): dtype, "local_files_only": True, "use_safetensors": True}
+    if spec.variant and _has_variant(folder, spec.variant):
+        kwargs["variant"] = spec.variant
+    if spec.family in _SD1_FAMILIES and spec.loader.endswith("Pipeline"):
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        return cls.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError) as err:
+        raise StablekitError(f"{spec.id}: cannot load the model from {folder}: {str(err).splitlines()[0]}",
+                             hint=f"if a download was interrupted, run 'stablekit models pull {spec.id}'") from err

@@ -1,0 +1,132 @@
+"""Output naming and safe writing, the same for every modality.
+
+Names made from prompts are sanitised so they can never leave the output folder; files are written under
+a temporary name and renamed into place; an existing file is never replaced unless asked (a numbered
+name is chosen instead).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import OutputError, UsageError
+
+TEMPLATE_FIELDS = ("model", "seed", "index", "prompt", "date", "time")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def slug(text: str, limit: int = 60) -> str:
+    """A file-name-safe fragment: no separators, no leading dots, never empty."""
+    cleaned = _UNSAFE.sub("-", text).strip(".-_")
+    cleaned = re.sub(r"-{2,}", "-", cleaned)[:limit].rstrip(".-_")
+    return cleaned.lower() or "untitled"
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """-o/--output, --output-dir and --overwrite, as given."""
+
+    output: str | None = None
+    output_dir: str = "."
+    overwrite: bool = False
+
+
+def _template_fields(template: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise UsageError(f"--output {template!r}: bad template ({err})") from None
+
+
+def check_template(options: OutputOptions, extensions: tuple[str, ...]) -> None:
+    """Reject unknown {fields} and extensions up front, before any model is loaded."""
+    if not options.output:
+        return
+    for name in _template_fields(options.output):
+        if name not in TEMPLATE_FIELDS:
+            raise UsageError(f"--output: unknown field {{{name}}}",
+                             hint=f"fields: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}")
+    suffix = Path(options.output).suffix.lower()
+    if suffix and suffix not in extensions:
+        raise UsageError(f"--output: '{suffix}' is not a supported format here", hint=f"use {', '.join(extensions)}")
+
+
+def target_path(options: OutputOptions, *, model: str, seed: int, index: int, count: int, prompt: str,
+                extension: str) -> Path:
+    """Where output number `index` of `count` goes (before numbering around existing files)."""
+    base = Path(options.output_dir).expanduser()
+    template = options.output or "{prompt}-{seed}"
+    plain = options.output is not None and not _template_fields(options.output)
+    now = time.localtime()
+    values = {"model": slug(model), "seed": str(seed), "index": str(index), "prompt": slug(prompt),
+              "date": time.strftime("%Y%m%d", now), "time": time.strftime("%H%M%S", now)}
+    name = template.format(**values)
+    path = Path(name)
+    if not path.suffix:
+        path = path.with_name(path.name + extension)
+    if plain and count > 1:
+        path = path.with_name(f"{path.stem}-{index}{path.suffix}")
+    full = path if path.is_absolute() else base / path
+    prefix = template.split("{", 1)[0]  # the part of the template the user wrote out literally
+    literal_dir = Path(prefix) if prefix.endswith(("/", os.sep)) else Path(prefix).parent
+    root = (literal_dir if literal_dir.is_absolute() else base / literal_dir).resolve()
+    if not full.resolve().is_relative_to(root):
+        raise OutputError(f"output name {full} would leave {root}")
+    return full
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _numbered(path: Path, n: int) -> Path:
+    return path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+def write_atomic(path: Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+    """Write through `write(tmp)` to a temporary sibling, then move it into place; returns the final path.
+
+    Without `overwrite`, an existing file is kept and the new one gets the next free numbered name; the
+    no-clobber move is a hard link, so two processes writing the same name cannot lose either file.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create {path.parent}: {err.strerror}") from None
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+        if overwrite:
+            os.replace(tmp, path)
+            return path
+        candidate, n = path, 1
+        while True:
+            try:
+                os.link(tmp, candidate)
+                return candidate
+            except FileExistsError:
+                n += 1
+                candidate = _numbered(path, n)
+            except OSError:  # a file system without hard links
+                if candidate.exists():
+                    n += 1
+                    candidate = _numbered(path, n)
+                    continue
+                os.replace(tmp, candidate)
+                return candidate
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)

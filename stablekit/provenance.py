@@ -1,0 +1,36 @@
+"""What produced an output: versions and the record every sidecar carries."""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+from . import __version__
+
+_PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "huggingface_hub", "safetensors")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions, read from package metadata (no heavy imports)."""
+    found = {"stablekit": __version__, "python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def record(*, spec, model_path: str | None, parameters: dict[str, Any], plan, output: str) -> dict[str, Any]:
+    """The JSON sidecar's content: enough to reproduce the output on the same machine."""
+    return {
+        "output": output,
+        "model": {"id": spec.id, "name": spec.name, "repo": spec.repo, "revision": spec.revision,
+                  "snapshot": model_path, "variant": spec.variant, "license": spec.license},
+        "parameters": parameters,
+        "device_plan": plan.to_dict(),
+        "versions": versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
