@@ -65,7 +65,7 @@ def image(
     from stablekit import planning, requests
     from stablekit.engines import image as engine
     from stablekit.outputs import OutputOptions, check_template
-    from stablekit.presets import load_preset
+    from stablekit.preset_files import load_preset
     from stablekit.registry import load_registry
 
     console = ctx.obj

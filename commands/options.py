@@ -21,7 +21,7 @@ def complete_model(incomplete: str) -> list[str]:
 
 
 def complete_preset(incomplete: str) -> list[str]:
-    from stablekit.presets import list_presets
+    from stablekit.preset_files import list_presets
 
     try:
         return [p.name for p in list_presets() if p.name.startswith(incomplete)]

@@ -20,7 +20,7 @@ def _as_dict(preset) -> dict:
 @app.command("list")
 def list_presets(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """List the presets."""
-    from stablekit.presets import list_presets as find
+    from stablekit.preset_files import list_presets as find
 
     presets = find()
     if json_output:
@@ -45,7 +45,7 @@ def show(
     json_output: JsonOpt = False,
 ) -> None:
     """Show what a preset sets."""
-    from stablekit.presets import find_preset
+    from stablekit.preset_files import find_preset
 
     preset = find_preset(name)
     if json_output:

@@ -149,7 +149,8 @@ def pull(spec: ModelSpec, *, quiet: bool = False) -> Path:
     for repo in (spec.repo, *spec.fallbacks):
         try:
             return Path(snapshot_download(repo, revision=spec.revision, allow_patterns=allow,
-                                          ignore_patterns=ignore))
+                                          ignore_patterns=ignore, cache_dir=hf_hub_cache(),
+                                          endpoint=os.environ.get("HF_ENDPOINT")))
         except Exception as err:  # noqa: BLE001 - translated below or re-raised
             translated = _hub_error(err, repo)
             if translated is None and _is_connection_error(err):

@@ -29,9 +29,10 @@ class Preset:
 
 
 def builtin_presets_dir() -> Path:
-    from . import presets as package  # the installed stablekit.presets package (presets/ in the repo)
+    """The installed stablekit.presets package (presets/ in the repository)."""
+    from importlib.resources import files
 
-    return Path(package.__file__).parent
+    return Path(str(files("stablekit.presets")))
 
 
 def _read(path: Path, origin: str) -> Preset:

@@ -1,0 +1,57 @@
+"""Presets: data checked against the request; precedence flag > preset > model defaults > global defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from stablekit import requests
+from stablekit.errors import PresetError
+from stablekit.preset_files import find_preset, list_presets, load_preset
+from stablekit.registry import load_registry
+
+
+def test_builtin_presets_are_valid():
+    presets = {p.name: p for p in list_presets()}
+    assert {"draft", "portrait", "landscape", "smoke"} <= set(presets)
+    for preset in presets.values():
+        assert preset.description and preset.origin == "built-in"
+        load_registry().resolve(preset.values["model"], "image")
+
+
+def test_user_preset_by_name_replaces_builtin(stablekit_home):
+    (stablekit_home / "presets").mkdir()
+    (stablekit_home / "presets" / "draft.toml").write_text('command = "image"\nnum_inference_steps = 3\n')
+    assert load_preset("draft", "image").values == {"num_inference_steps": 3}
+    assert find_preset("draft").origin == "user"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('command = "image"\nstepz = 3\n', "unknown key 'stepz'"),
+    ('command = "image"\nnum_inference_steps = "many"\n', "'num_inference_steps' should be int"),
+    ('command = "image"\nwidth = true\n', "'width' should be int"),
+    ('command = "dance"\n', "'command' must be one of"),
+    ('command = "image"\nwidth = \n', "not valid TOML"),
+])
+def test_bad_presets_name_file_and_key(tmp_path, text, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(PresetError) as err:
+        load_preset(str(path), "image")
+    assert str(path) in err.value.message and expected in err.value.message
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(PresetError) as err:
+        load_preset("nope", "image")
+    assert "draft" in err.value.hint
+
+
+def test_precedence_flag_over_preset_over_model_over_global():
+    spec = load_registry().get("sdxl-turbo")
+    preset = {"num_inference_steps": 4, "width": 768}
+    request = requests.resolve("image", prompt="p", flags={"width": 640, "num_inference_steps": None},
+                               preset=preset, model_defaults=spec.defaults)
+    assert request.width == 640  # flag
+    assert request.num_inference_steps == 4  # preset
+    assert request.guidance_scale == 0.0 and request.height == 512  # model defaults
+    assert request.num_images == 1 and request.batch_size == 1  # global defaults
