@@ -78,7 +78,8 @@ class FakeHub:
                 names = [p.relative_to(folder).as_posix() for p in files]
                 if tree:
                     listing = [{"type": "file", "path": name, "size": p.stat().st_size,
-                                "oid": hashlib.sha1(p.read_bytes()).hexdigest()} for name, p in zip(names, files)]
+                                "oid": hashlib.sha1(p.read_bytes()).hexdigest()}
+                               for name, p in zip(names, files, strict=True)]
                     body = json.dumps(listing).encode()
                 else:
                     body = json.dumps({"id": repo, "modelId": repo, "sha": COMMIT, "private": False,

@@ -7,11 +7,9 @@ import os
 import re
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 from fakehub import FakeHub
 
