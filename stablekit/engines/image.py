@@ -89,7 +89,9 @@ def generate(prepared: Prepared, request: ImageRequest, output: OutputOptions, p
                       "model": spec.id, "stablekit_version": __version__}
             path = target_path(output, model=spec.id, seed=seed, index=index, count=request.num_images,
                                prompt=request.prompt, extension=".png")
-            path = write_png(image, path, params, overwrite=output.overwrite)
+            # The PNG carries what decides its pixels, so re-rendering image i alone gives the same bytes.
+            embedded = {k: v for k, v in params.items() if k not in ("num_images", "index")}
+            path = write_png(image, path, embedded, overwrite=output.overwrite)
             sidecar = write_sidecar(path, record(spec=spec, model_path=str(folder), parameters=params, plan=plan,
                                                  output=path.name))
             written.append(path)

@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from fakehub import FakeHub
 
+from fakehub import FakeHub
 from stablekit import hub
 from stablekit.errors import GatedModelError, ModelNotDownloadedError, ModelUnavailableError
 from stablekit.registry import load_registry

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import SHARED
 
+from conftest import SHARED
 from stablekit.errors import CatalogError, UnknownModelError
 from stablekit.registry import load_registry
 
