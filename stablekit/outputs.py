@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import string
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,3 +133,19 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, overwrite: bool =
         raise OutputError(f"cannot write {path}: {err.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def finish_before_interrupt() -> Iterator[None]:
+    """Let Ctrl-C wait until an output and its sidecar are both written and reported, then interrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

@@ -13,7 +13,7 @@ from ..console import Progress
 from ..devices import Workload, apply, torch_dtype
 from ..errors import UsageError
 from ..loading import load_diffusers
-from ..outputs import OutputOptions, target_path
+from ..outputs import OutputOptions, finish_before_interrupt, target_path
 from ..planning import Prepared
 from ..provenance import record
 from ..requests import ImageRequest
@@ -91,9 +91,11 @@ def generate(prepared: Prepared, request: ImageRequest, output: OutputOptions, p
                                prompt=request.prompt, extension=".png")
             # The PNG carries what decides its pixels, so re-rendering image i alone gives the same bytes.
             embedded = {k: v for k, v in params.items() if k not in ("num_images", "index")}
-            path = write_png(image, path, embedded, overwrite=output.overwrite)
-            sidecar = write_sidecar(path, record(spec=spec, model_path=str(folder), parameters=params, plan=plan,
-                                                 output=path.name))
-            written.append(path)
-            on_output({"path": str(path), "seed": seed, "index": index, "model": spec.id, "sidecar": str(sidecar)})
+            with finish_before_interrupt():
+                path = write_png(image, path, embedded, overwrite=output.overwrite)
+                sidecar = write_sidecar(path, record(spec=spec, model_path=str(folder), parameters=params,
+                                                     plan=plan, output=path.name))
+                written.append(path)
+                on_output({"path": str(path), "seed": seed, "index": index, "model": spec.id,
+                           "sidecar": str(sidecar)})
     return written

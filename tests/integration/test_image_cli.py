@@ -66,3 +66,43 @@ def test_preset_then_flags(tmp_path):
     assert result.returncode == 0, result.stderr
     with Image.open(json.loads(result.stdout)["path"]) as image:
         assert image.size == (32, 64)
+
+
+def test_readme_offline_command_works_as_written(tmp_path):
+    import shlex
+
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.endswith("--model tiny-sd"))
+    argv = shlex.split(command)
+    assert argv[0] == "stablekit"
+    result = run_cli(*argv[1:], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / result.stdout.strip()
+    assert written.is_file() and written.name.startswith("a-lighthouse-at-dusk-")
+    with Image.open(written) as image:
+        assert image.size == (64, 64)
+
+
+def test_ctrl_c_keeps_finished_images_and_exits_130(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "stablekit", "image", "cat", "--model", "tiny-sd", "-n", "200",
+                                "--seed", "1", "-d", str(tmp_path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=os.environ)
+    first = process.stdout.readline()  # the first image is on disk: now interrupt the batch
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=120)
+    assert process.returncode == 130
+    printed = [first.strip(), *rest.split()]
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert 1 <= len(pngs) < 200 and sorted(map(str, pngs)) == sorted(printed)
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    for png in pngs:
+        with Image.open(png) as image:
+            image.load()
+        assert (tmp_path / (png.name + ".json")).is_file()
