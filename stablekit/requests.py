@@ -44,9 +44,16 @@ def settable_fields(command: str) -> dict[str, Any]:
 
 
 def _accepts(annotation: Any, value: Any) -> bool:
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_accepts(item, v) for v in value)
     options = typing.get_args(annotation) or (annotation,)
     for option in options:
+        if typing.get_origin(option) is list and _accepts(option, value):
+            return True
         if option is type(None) and value is None:
+            return True
+        if option is bool and isinstance(value, bool):
             return True
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return True
@@ -69,7 +76,10 @@ def check_values(command: str, values: dict[str, Any], where: str, error=PresetE
 
 
 def _type_name(annotation: Any) -> str:
-    names = [a.__name__ for a in (typing.get_args(annotation) or (annotation,)) if a is not type(None)]
+    if typing.get_origin(annotation) is list:
+        return f"a list of {_type_name(typing.get_args(annotation)[0])}"
+    names = [_type_name(a) if typing.get_origin(a) else a.__name__
+             for a in (typing.get_args(annotation) or (annotation,)) if a is not type(None)]
     return " or ".join(names)
 
 
