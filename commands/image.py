@@ -1,4 +1,4 @@
-"""`stablekit image`: text to image with the Stable Diffusion families."""
+"""`stablekit image`: text to image, img2img and inpainting with the Stable Diffusion families."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from .options import (
     device_flags,
 )
 
+INPUT_PANEL = "Input images, LoRA, refiner"
+
 EPILOG = """Examples:
 
   stablekit image "a lighthouse at dusk"
@@ -31,22 +33,59 @@ EPILOG = """Examples:
 
   stablekit image "a fox in snow" -m sdxl-turbo -n 4 --seed 7 -o 'fox/{seed}.png'
 
+  stablekit image "oil painting" --image photo.jpg --strength 0.6
+
+  stablekit image "a red door" --image house.png --mask door-mask.png
+
+  stablekit image --prompts-file prompts.txt -m sd-turbo -o 'batch/{index}-{prompt}.png'
+
   stablekit image "a castle" --model sd35-large --dry-run       (show the device plan)
+
+Schedulers: euler, euler-trailing, euler-ancestral, euler-ancestral-trailing, heun, lms, ddim, ddim-trailing,
+pndm, dpm++2m, dpm++2m-karras, dpm++2m-sde-karras, unipc (SD 1.x/2.x/XL); flow-euler, flow-heun (SD3).
 """
+
+
+def complete_scheduler(incomplete: str) -> list[str]:
+    from stablekit.schedulers import SAMPLERS
+
+    return [name for name in SAMPLERS if name.startswith(incomplete)]
 
 
 def image(
     ctx: typer.Context,
-    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    prompt: Annotated[str | None, typer.Argument(help="What to draw (or use --prompts-file).")] = None,
     negative: Annotated[str | None, typer.Option("--negative", help="What to keep out of the image.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps.  [default: the model's]")] = None,
     guidance: Annotated[float | None, typer.Option(
         "--guidance", help="Classifier-free guidance scale.  [default: the model's]")] = None,
-    width: Annotated[int | None, typer.Option("--width", help="Width in pixels.  [default: the model's]")] = None,
-    height: Annotated[int | None, typer.Option("--height", help="Height in pixels.  [default: the model's]")] = None,
-    count: Annotated[int | None, typer.Option("--count", "-n", help="How many images.  [default: 1]")] = None,
+    width: Annotated[int | None, typer.Option(
+        "--width", help="Width in pixels.  [default: the model's, or the input image's]")] = None,
+    height: Annotated[int | None, typer.Option(
+        "--height", help="Height in pixels.  [default: the model's, or the input image's]")] = None,
+    count: Annotated[int | None, typer.Option("--count", "-n", help="Images per prompt.  [default: 1]")] = None,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Images rendered together (more memory, faster per image).  [default: 1]")] = None,
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", autocompletion=complete_scheduler, help="Sampler (list below).  [default: the model's]")] = None,
+    prompts_file: Annotated[str | None, typer.Option(
+        "--prompts-file", help="One prompt per line ('-' for stdin); the model is loaded once.")] = None,
+    init_image: Annotated[str | None, typer.Option(
+        "--image", rich_help_panel=INPUT_PANEL,
+        help="Start from this image (img2img), or paint into it (--mask).")] = None,
+    mask: Annotated[str | None, typer.Option(
+        "--mask", rich_help_panel=INPUT_PANEL, help="Inpainting mask, the image's size: white is repainted.")] = None,
+    strength: Annotated[float | None, typer.Option(
+        "--strength", rich_help_panel=INPUT_PANEL, help="How much of --image to repaint, 0-1.  [default: 0.8]")] = None,
+    lora: Annotated[list[str] | None, typer.Option(
+        "--lora", rich_help_panel=INPUT_PANEL, help="LoRA file, folder or hub repo, with :SCALE; repeatable.")] = None,
+    refiner: Annotated[bool, typer.Option(
+        "--refiner", rich_help_panel=INPUT_PANEL, help="Finish SDXL images with the refiner.")] = False,
+    refiner_model: Annotated[str | None, typer.Option(
+        "--refiner-model", rich_help_panel=INPUT_PANEL, help="Refiner to use.  [default: sdxl-refiner]")] = None,
+    refiner_split: Annotated[float | None, typer.Option(
+        "--refiner-split", rich_help_panel=INPUT_PANEL,
+        help="Fraction of the steps the base runs before the refiner.  [default: 0.8]")] = None,
     seed: SeedOpt = None,
     model: ModelOpt = None,
     preset: PresetOpt = None,
@@ -57,34 +96,56 @@ def image(
     output: OutputOpt = None,
     output_dir: OutputDirOpt = ".",
     overwrite: OverwriteOpt = False,
+    no_metadata: Annotated[bool, typer.Option(
+        "--no-metadata", rich_help_panel="Output",
+        help="Embed no parameters in the image (the sidecar stays).")] = False,
     json_output: JsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Generate images from a text prompt."""
+    """Generate images from a text prompt, an input image, or both."""
+    import sys
+
     from stablekit import planning, requests
     from stablekit.engines import image as engine
+    from stablekit.errors import UsageError
+    from stablekit.image_inputs import read_prompts
     from stablekit.outputs import OutputOptions, check_template
     from stablekit.preset_files import load_preset
     from stablekit.registry import load_registry
 
     console = ctx.obj
     console.quiet = console.quiet or quiet
+    if prompts_file and prompt:
+        raise UsageError("give a prompt or --prompts-file, not both")
+    if not prompts_file and prompt is None:
+        raise UsageError("missing the prompt", hint='stablekit image "a lighthouse at dusk"')
+    prompts = read_prompts(prompts_file, sys.stdin) if prompts_file else None
     preset_values = load_preset(preset, "image").values if preset else {}
     model_name = model or preset_values.get("model") or requests.ImageRequest.model
     spec = load_registry().resolve(model_name, "image")
     flags = {"model": model_name, "negative_prompt": negative, "num_inference_steps": steps,
              "guidance_scale": guidance, "width": width, "height": height, "num_images": count,
-             "batch_size": batch_size, "seed": seed, **device_flags(device, dtype, offload, vram)}
-    request = requests.resolve("image", prompt=prompt, flags=flags, preset=preset_values,
-                               model_defaults=spec.defaults)
-    engine.validate(request, spec)
+             "batch_size": batch_size, "seed": seed, "scheduler": scheduler, "image": init_image, "mask": mask,
+             "strength": strength, "loras": lora or None, "refiner": refiner or None,
+             "refiner_model": refiner_model, "denoising_split": refiner_split,
+             **device_flags(device, dtype, offload, vram)}
+    # With an input image, the output size comes from it unless --width/--height (or a preset) say otherwise.
+    defaults = {k: v for k, v in spec.defaults.items() if not (init_image and k in ("width", "height"))}
+    request = requests.resolve("image", prompt=prompts[0] if prompts else prompt, flags=flags,
+                               preset=preset_values, model_defaults=defaults)
     options = OutputOptions(output=output, output_dir=output_dir, overwrite=overwrite)
     check_template(options, engine.EXTENSIONS)
-    prepared = planning.prepare(spec, engine.workload(request), planning.overrides_of(request))
+    source = None
+    if request.image:
+        request, source = engine.fit_inputs(request, spec)
+        console.note(source.rule)
+    engine.validate(request, spec, prompts)
+    prepared = planning.prepare(engine.plan_spec(spec, request), engine.workload(request),
+                                planning.overrides_of(request))
     if dry_run:
         console.show_plan(planning.describe(prepared, request), json_output)
         return
     console.show_plan_summary(prepared.plan)
-    engine.generate(prepared, request, options, console,
+    engine.generate(prepared, request, options, console, prompts=prompts, metadata=not no_metadata, source=source,
                     on_output=lambda item: console.result(item if json_output else item["path"]))

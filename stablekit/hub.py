@@ -70,8 +70,10 @@ def local_state(spec: ModelSpec) -> LocalState:
         path = Path(spec.local_path)
         return LocalState("local", path, _tree_size(path))
     if spec.tiny:
+        from .tiny import is_complete  # cheap: builders import torch only when they run
+
         path = tiny_dir(spec)
-        built = (path / ".stablekit-tiny").is_file()
+        built = is_complete(spec.tiny, path)
         return LocalState("built" if built else "missing", path if built else None, _tree_size(path) if built else 0)
     for repo in (spec.repo, *spec.fallbacks):
         cache = repo_cache_dir(repo)
@@ -130,6 +132,27 @@ def _hub_error(err: Exception, repo: str) -> StablekitError | None:
     return None
 
 
+def _download(repo: str, revision: str, allow: list[str] | None, ignore: list[str], name: str) -> Path:
+    """One snapshot download, with huggingface_hub's failures turned into errors that name the fix."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=allow, ignore_patterns=ignore,
+                                      cache_dir=hf_hub_cache(), endpoint=os.environ.get("HF_ENDPOINT"),
+                                      local_files_only=offline()))
+    except Exception as err:  # noqa: BLE001 - translated below or re-raised
+        translated = _hub_error(err, repo)
+        if translated is None and _is_connection_error(err):
+            raise ModelNotDownloadedError(
+                f"{name} is not downloaded and the hub cannot be reached" + (" (HF_HUB_OFFLINE)" if offline() else ""),
+                hint=f"run 'stablekit models pull {name}' on a machine with network access"
+                if name != repo else "download it on a machine with network access",
+            ) from None
+        if translated is None:
+            raise
+        raise translated from None
+
+
 def pull(spec: ModelSpec, *, quiet: bool = False) -> Path:
     """Put the model's files on disk (download, or build a tiny model) and return the folder."""
     if spec.local_path:
@@ -138,35 +161,26 @@ def pull(spec: ModelSpec, *, quiet: bool = False) -> Path:
         from . import tiny
 
         return tiny.ensure(spec.tiny, tiny_dir(spec))
-    from huggingface_hub import snapshot_download
     from huggingface_hub.utils import disable_progress_bars
 
     if quiet:
         disable_progress_bars()
-
     allow, ignore = download_patterns(spec)
-    first_error: StablekitError | None = None
+    first_error: ModelUnavailableError | None = None
     for repo in (spec.repo, *spec.fallbacks):
         try:
-            return Path(snapshot_download(repo, revision=spec.revision, allow_patterns=allow,
-                                          ignore_patterns=ignore, cache_dir=hf_hub_cache(),
-                                          endpoint=os.environ.get("HF_ENDPOINT")))
-        except Exception as err:  # noqa: BLE001 - translated below or re-raised
-            translated = _hub_error(err, repo)
-            if translated is None and _is_connection_error(err):
-                raise ModelNotDownloadedError(
-                    f"{spec.id} is not downloaded and the hub cannot be reached",
-                    hint=f"run 'stablekit models pull {spec.id}' on a machine with network access",
-                ) from None
-            if translated is None:
-                raise
-            if not isinstance(translated, ModelUnavailableError):
-                raise translated from None
-            first_error = first_error or translated
+            return _download(repo, spec.revision, allow, ignore, spec.id)
+        except ModelUnavailableError as err:
+            first_error = first_error or err
     assert first_error is not None
     if spec.fallbacks:
         first_error.message += f" (nor are its fallbacks: {', '.join(spec.fallbacks)})"
-    raise first_error from None
+    raise first_error
+
+
+def fetch_adapter(repo: str) -> Path:
+    """A LoRA (or other adapter) repository's safetensors, from the cache or the hub."""
+    return _download(repo, "main", ["*.safetensors", "*.json"], [], repo)
 
 
 def _is_connection_error(err: Exception) -> bool:

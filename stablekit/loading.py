@@ -41,8 +41,11 @@ def _has_variant(folder: Path, variant: str) -> bool:
     return any(folder.glob(f"*/*.{variant}.safetensors")) or any(folder.glob(f"*.{variant}.safetensors"))
 
 
-def load_diffusers(spec: ModelSpec, folder: Path, dtype):
-    """The pipeline (or single model) class named by the record, loaded from a local folder only."""
+def load_diffusers(spec: ModelSpec, folder: Path, dtype, **components):
+    """The pipeline (or single model) class named by the record, loaded from a local folder only.
+
+    `components` replace or share modules (a VAE, another pipeline's text encoder) instead of loading them.
+    """
     quiet_libraries()
     import diffusers
 
@@ -55,6 +58,7 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype):
         kwargs["variant"] = spec.variant
     if spec.family in _SD1_FAMILIES and spec.loader.endswith("Pipeline"):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    kwargs.update(components)
     try:
         return cls.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as err:
