@@ -41,6 +41,8 @@ EPILOG = """Examples:
 
   stablekit image "a castle" --model sd35-large --dry-run       (show the device plan)
 
+  stablekit image "a castle" --model ~/models/dreamshaper.safetensors   (a single-file checkpoint)
+
 Schedulers: euler, euler-trailing, euler-ancestral, euler-ancestral-trailing, heun, lms, ddim, ddim-trailing,
 pndm, dpm++2m, dpm++2m-karras, dpm++2m-sde-karras, unipc (SD 1.x/2.x/XL); flow-euler, flow-heun (SD3).
 """
@@ -86,6 +88,12 @@ def image(
     refiner_split: Annotated[float | None, typer.Option(
         "--refiner-split", rich_help_panel=INPUT_PANEL,
         help="Fraction of the steps the base runs before the refiner.  [default: 0.8]")] = None,
+    family: Annotated[str | None, typer.Option(
+        "--family", rich_help_panel=INPUT_PANEL,
+        help="Architecture of a single-file --model checkpoint: sd15, sd21, sdxl, sd3.  [default: detected]")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", rich_help_panel=INPUT_PANEL,
+        help="Model whose configs a single-file checkpoint loads with.  [default: the family's]")] = None,
     seed: SeedOpt = None,
     model: ModelOpt = None,
     preset: PresetOpt = None,
@@ -123,7 +131,7 @@ def image(
     prompts = read_prompts(prompts_file, sys.stdin) if prompts_file else None
     preset_values = load_preset(preset, "image").values if preset else {}
     model_name = model or preset_values.get("model") or requests.ImageRequest.model
-    spec = load_registry().resolve(model_name, "image")
+    spec = load_registry().resolve(model_name, "image", family=family, config=config)
     flags = {"model": model_name, "negative_prompt": negative, "num_inference_steps": steps,
              "guidance_scale": guidance, "width": width, "height": height, "num_images": count,
              "batch_size": batch_size, "seed": seed, "scheduler": scheduler, "image": init_image, "mask": mask,

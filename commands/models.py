@@ -111,15 +111,20 @@ def info(ctx: typer.Context, model: ModelArg, json_output: JsonOpt = False) -> N
 
 
 @app.command("pull")
-def pull(ctx: typer.Context, model: ModelArg) -> None:
+def pull(
+    ctx: typer.Context,
+    model: ModelArg,
+    configs_only: Annotated[bool, typer.Option(
+        "--configs-only", help="Only configs and tokenizers (what single-file checkpoints need).")] = False,
+) -> None:
     """Download a model's files (only those its loader reads), or build a tiny model."""
     from stablekit import hub
     from stablekit.registry import load_registry
 
     spec = load_registry().resolve(model)
     console = ctx.obj
-    console.stage(f"Pulling {spec.id} from {spec.source}")
-    ctx.obj.result(str(hub.pull(spec, quiet=console.quiet)))
+    console.stage(f"Pulling {'the configs of ' if configs_only else ''}{spec.id} from {spec.source}")
+    ctx.obj.result(str(hub.pull(spec, quiet=console.quiet, configs_only=configs_only)))
 
 
 @app.command("path")

@@ -72,7 +72,7 @@ class Console(Progress):
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Any]:
         if not self.animated:
-            self.info(f"{description} ({total} steps)")
+            self.info(f"{description} ({total} step{'s' if total != 1 else ''})")
             yield lambda: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn

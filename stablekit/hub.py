@@ -37,7 +37,7 @@ def repo_cache_dir(repo: str) -> Path:
 
 
 def tiny_dir(spec: ModelSpec) -> Path:
-    return tiny_models_dir() / spec.id
+    return tiny_models_dir() / (spec.configs_from or spec.id)
 
 
 def _tree_size(path: Path) -> int:
@@ -64,8 +64,15 @@ def _snapshot(repo: str, revision: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
+def _has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*/*.safetensors")) or (folder / "model.ckpt").exists()
+
+
 def local_state(spec: ModelSpec) -> LocalState:
     """What is on disk for this model, without touching the network."""
+    if spec.checkpoint:
+        path = Path(spec.checkpoint)
+        return LocalState("local", path, path.stat().st_size if path.is_file() else 0)
     if spec.local_path:
         path = Path(spec.local_path)
         return LocalState("local", path, _tree_size(path))
@@ -82,14 +89,21 @@ def local_state(spec: ModelSpec) -> LocalState:
         size = _tree_size(cache / "blobs")
         snapshot = _snapshot(repo, spec.revision)
         if snapshot and any((snapshot / name).exists() for name in _INDEX_FILES):
+            if not _has_weights(snapshot):
+                return LocalState("configs", snapshot, size)
             partial = any(p.name.endswith(".incomplete") for p in (cache / "blobs").iterdir())
             return LocalState("partial" if partial else "downloaded", snapshot, size)
         return LocalState("partial", snapshot, size)
     return LocalState("missing", None, 0)
 
 
-def download_patterns(spec: ModelSpec) -> tuple[list[str] | None, list[str]]:
-    """allow/ignore patterns so a pull fetches only what the loader reads (one weight format, one variant)."""
+def download_patterns(spec: ModelSpec, configs_only: bool = False) -> tuple[list[str] | None, list[str]]:
+    """allow/ignore patterns so a pull fetches only what the loader reads (one weight format, one variant).
+
+    `configs_only`: configs and tokenizers, no weights (what a single-file checkpoint of the family needs).
+    """
+    if configs_only:
+        return ["model_index.json", "*.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.jinja"], list(_NEVER)
     if spec.files:
         return list(spec.files), []
     ignore = list(_NEVER)
@@ -153,8 +167,10 @@ def _download(repo: str, revision: str, allow: list[str] | None, ignore: list[st
         raise translated from None
 
 
-def pull(spec: ModelSpec, *, quiet: bool = False) -> Path:
+def pull(spec: ModelSpec, *, quiet: bool = False, configs_only: bool = False) -> Path:
     """Put the model's files on disk (download, or build a tiny model) and return the folder."""
+    if spec.checkpoint:
+        return config_folder(spec)
     if spec.local_path:
         return Path(spec.local_path)
     if spec.tiny:
@@ -165,7 +181,7 @@ def pull(spec: ModelSpec, *, quiet: bool = False) -> Path:
 
     if quiet:
         disable_progress_bars()
-    allow, ignore = download_patterns(spec)
+    allow, ignore = download_patterns(spec, configs_only)
     first_error: ModelUnavailableError | None = None
     for repo in (spec.repo, *spec.fallbacks):
         try:
@@ -195,8 +211,29 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+def config_folder(spec: ModelSpec) -> Path:
+    """Where a single-file checkpoint's configs are: its config record's files on disk (never the network)."""
+    if spec.tiny:
+        from . import tiny
+
+        return tiny.ensure(spec.tiny, tiny_dir(spec))
+    for repo in (spec.repo, *spec.fallbacks):
+        snapshot = _snapshot(repo, spec.revision)
+        if snapshot and (snapshot / "model_index.json").is_file():
+            return snapshot
+    raise ModelNotDownloadedError(
+        f"{Path(spec.checkpoint or '').name} needs the configs of {spec.configs_from} ({spec.repo}), not on disk",
+        hint=f"run 'stablekit models pull {spec.configs_from} --configs-only' (a few MB) once",
+    )
+
+
 def ensure_local(spec: ModelSpec, *, quiet: bool = False) -> Path:
-    """The model's folder, downloading (or building) it first when needed and allowed."""
+    """The model's folder, downloading (or building) it first when needed and allowed.
+
+    For a single-file checkpoint it is the folder of configs to load it with.
+    """
+    if spec.checkpoint:
+        return config_folder(spec)
     state = local_state(spec)
     if state.status in ("downloaded", "built", "local"):
         return state.path  # type: ignore[return-value]

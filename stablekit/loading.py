@@ -53,14 +53,18 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, **components):
     if cls is None or not hasattr(cls, "from_pretrained"):
         raise StablekitError(f"{spec.id}: diffusers has no loader '{spec.loader}'",
                              hint="upgrade diffusers, or fix the loader in your catalog")
-    kwargs = {_dtype_keyword(): dtype, "local_files_only": True, "use_safetensors": True}
-    if spec.variant and _has_variant(folder, spec.variant):
-        kwargs["variant"] = spec.variant
+    kwargs = {_dtype_keyword(): dtype, "local_files_only": True}
     if spec.family in _SD1_FAMILIES and spec.loader.endswith("Pipeline"):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     kwargs.update(components)
     try:
-        return cls.from_pretrained(folder, **kwargs)
+        if spec.checkpoint:  # one .safetensors file in the original layout; configs from `folder`
+            return cls.from_single_file(spec.checkpoint, config=str(folder), **kwargs)
+        if spec.variant and _has_variant(folder, spec.variant):
+            kwargs["variant"] = spec.variant
+        return cls.from_pretrained(folder, use_safetensors=True, **kwargs)
     except (OSError, ValueError) as err:
-        raise StablekitError(f"{spec.id}: cannot load the model from {folder}: {str(err).splitlines()[0]}",
-                             hint=f"if a download was interrupted, run 'stablekit models pull {spec.id}'") from err
+        source = spec.checkpoint or folder
+        hint = (f"is it a {spec.family} checkpoint? --family and --config choose how it is read" if spec.checkpoint
+                else f"if a download was interrupted, run 'stablekit models pull {spec.id}'")
+        raise StablekitError(f"cannot load {spec.name} from {source}: {str(err).splitlines()[0]}", hint=hint) from err

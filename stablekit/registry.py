@@ -61,6 +61,8 @@ class ModelSpec:
     files: tuple[str, ...] = ()
     tiny: str | None = None
     local_path: str | None = None
+    checkpoint: str | None = None  # a single-file checkpoint, loaded with the configs of record `configs_from`
+    configs_from: str | None = None
     gated: bool = False
     license: str = "unknown"
     license_url: str | None = None
@@ -72,6 +74,8 @@ class ModelSpec:
     @property
     def source(self) -> str:
         """Where the weights come from, as a person would write it."""
+        if self.checkpoint:
+            return f"{self.checkpoint} (configs of {self.configs_from})"
         if self.tiny:
             return f"built locally (stablekit.tiny: {self.tiny})"
         if self.local_path:
@@ -230,11 +234,19 @@ class Registry:
                                     hint="see `stablekit models list`")
         return spec
 
-    def resolve(self, name: str, modality: str | None = None) -> ModelSpec:
-        """What `--model` means: a catalog id or alias, a local folder, or a hub repo id."""
+    def resolve(self, name: str, modality: str | None = None, *, family: str | None = None,
+                config: str | None = None) -> ModelSpec:
+        """What `--model` means: a catalog id or alias, a local folder or checkpoint file, or a hub repo id.
+
+        `family` and `config` apply to single-file checkpoints: the architecture, and the record whose
+        configs to use (by default the family's own, see checkpoints.FAMILY_CONFIGS).
+        """
         spec = self.find(name)
-        if spec is None and Path(name).expanduser().exists():
-            spec = self._from_local(Path(name).expanduser(), modality)
+        path = Path(name).expanduser()
+        if spec is None and path.is_file():
+            spec = self._from_checkpoint(path, family, config)
+        elif spec is None and path.exists():
+            spec = self._from_local(path, modality)
         if spec is None and HUB_ID.match(name):
             spec = self._from_hub_id(name, modality)
         if spec is None:
@@ -256,13 +268,33 @@ class Registry:
                 return spec
         return None
 
+    def _from_checkpoint(self, path: Path, family: str | None, config: str | None) -> ModelSpec:
+        from .checkpoints import FAMILY_CONFIGS, detect_family
+
+        if path.suffix != ".safetensors":
+            raise UnknownModelError(f"'{path}': only .safetensors checkpoints are loaded (pickles can run code)",
+                                    hint="convert it to safetensors, or pass a model folder")
+        found = detect_family(path)
+        if family and found and family != found:
+            raise UnknownModelError(f"'{path.name}' looks like {found}, not {family}", hint="drop --family")
+        family = family or found
+        if family is None:
+            raise UnknownModelError(f"cannot tell which family '{path.name}' belongs to",
+                                    hint=f"pass --family ({', '.join(FAMILY_CONFIGS)})")
+        if family not in FAMILY_CONFIGS:
+            raise UnknownModelError(f"--family {family}: unknown", hint=f"use one of {', '.join(FAMILY_CONFIGS)}")
+        base = self.get(config or FAMILY_CONFIGS[family])
+        if base.family != family or not base.loader.endswith("Pipeline"):
+            raise UnknownModelError(f"--config {base.id}: a {base.family} model, the checkpoint is {family}")
+        return dataclasses.replace(
+            base, id=str(path.resolve()), name=path.name, aliases=(), checkpoint=str(path.resolve()),
+            configs_from=base.id,
+            license="see the checkpoint's source", license_url=None, gated=False, fallbacks=(),
+            description=f"single-file {family} checkpoint (configs from {base.id})", origin="file",
+        )
+
     def _from_local(self, path: Path, modality: str | None) -> ModelSpec:
         path = path.resolve()
-        if path.is_file():
-            raise UnknownModelError(
-                f"'{path}' is a single file; stablekit loads model folders (diffusers or transformers layout)",
-                hint="pass the folder that holds model_index.json or config.json",
-            )
         loader = _local_loader(path)
         if loader is None:
             raise UnknownModelError(

@@ -23,7 +23,7 @@ from ..loading import load_diffusers
 from ..outputs import OutputOptions, finish_before_interrupt, target_path
 from ..planning import Prepared
 from ..provenance import record
-from ..registry import MemoryProfile, ModelSpec, load_registry
+from ..registry import HUB_ID, MemoryProfile, ModelSpec, load_registry
 from ..requests import ImageRequest
 from ..writers.image import EXTENSIONS, write_image
 from ..writers.sidecar import write_sidecar
@@ -89,8 +89,13 @@ def validate(request: ImageRequest, spec: ModelSpec, prompts: list[str] | None =
         if not 0 < request.denoising_split < 1:
             raise UsageError(f"--refiner-split {request.denoising_split}: must be between 0 and 1")
     schedulers.check(request.scheduler, spec.family)
-    for lora in request.loras or []:
-        parse_lora(lora)
+    for text in request.loras or []:
+        lora = parse_lora(text)
+        path = Path(lora.source).expanduser()
+        if path.is_file() and path.suffix != ".safetensors":
+            raise UsageError(f"--lora {lora.source}: only .safetensors LoRA files are loaded (pickles can run code)")
+        if not path.exists() and (path.suffix or not HUB_ID.match(lora.source)):
+            raise UsageError(f"--lora {lora.source}: no such file or folder (nor a hub repo id ORG/NAME)")
 
 
 @dataclass(frozen=True)
@@ -223,13 +228,14 @@ def _load_loras(pipe, loras: list[Lora]) -> None:
         name = f"lora{index}"
         try:
             if source.is_file():
-                pipe.load_lora_weights(str(source.parent), weight_name=source.name, adapter_name=name)
-            elif source.is_dir():
-                pipe.load_lora_weights(str(source), adapter_name=name)
-            elif "/" in lora.source and not source.exists():
-                pipe.load_lora_weights(str(hub.fetch_adapter(lora.source)), adapter_name=name)
+                pipe.load_lora_weights(str(source.parent), weight_name=source.name, adapter_name=name,
+                                       use_safetensors=True)
             else:
-                raise UsageError(f"--lora {lora.source}: no such file, folder or hub repo")
+                folder = source if source.is_dir() else hub.fetch_adapter(lora.source)
+                pipe.load_lora_weights(str(folder), adapter_name=name, use_safetensors=True)
+        except StablekitError as err:
+            err.message = f"--lora {lora.source}: {err.message}"
+            raise
         except (ValueError, KeyError, OSError) as err:
             raise StablekitError(f"--lora {lora.source}: cannot load it into {type(pipe).__name__} "
                                  f"({str(err).splitlines()[0]})", hint="is it a LoRA for this model family?") from err

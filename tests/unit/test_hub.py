@@ -118,3 +118,11 @@ def test_remove_frees_the_cache(online, tmp_path):
     hub.pull(spec, quiet=True)
     assert hub.remove(spec) > 0
     assert hub.local_state(spec).status == "missing"
+
+
+def test_configs_only_pull_skips_every_weight(online, tmp_path):
+    online.repos["org/sd"] = fake_repo(tmp_path / "repo")
+    folder = hub.pull(spec_for("org/sd"), quiet=True, configs_only=True)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert files == ["model_index.json", "tokenizer/merges.txt", "unet/config.json"]
+    assert hub.local_state(spec_for("org/sd")).status == "configs"
