@@ -58,18 +58,19 @@ def image(
     ctx: typer.Context,
     prompt: Annotated[str | None, typer.Argument(help="What to draw (or use --prompts-file).")] = None,
     negative: Annotated[str | None, typer.Option("--negative", help="What to keep out of the image.")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps.  [default: the model's]")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps.  \\[default: the model's]")] = None,
     guidance: Annotated[float | None, typer.Option(
-        "--guidance", help="Classifier-free guidance scale.  [default: the model's]")] = None,
+        "--guidance", help="Classifier-free guidance scale.  \\[default: the model's]")] = None,
     width: Annotated[int | None, typer.Option(
-        "--width", help="Width in pixels.  [default: the model's, or the input image's]")] = None,
+        "--width", help="Width in pixels.  \\[default: the model's, or the input image's]")] = None,
     height: Annotated[int | None, typer.Option(
-        "--height", help="Height in pixels.  [default: the model's, or the input image's]")] = None,
-    count: Annotated[int | None, typer.Option("--count", "-n", help="Images per prompt.  [default: 1]")] = None,
+        "--height", help="Height in pixels.  \\[default: the model's, or the input image's]")] = None,
+    count: Annotated[int | None, typer.Option("--count", "-n", help="Images per prompt.  \\[default: 1]")] = None,
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Images rendered together (more memory, faster per image).  [default: 1]")] = None,
+        "--batch-size", help="Images rendered together (more memory, faster per image).  \\[default: 1]")] = None,
     scheduler: Annotated[str | None, typer.Option(
-        "--scheduler", autocompletion=complete_scheduler, help="Sampler (list below).  [default: the model's]")] = None,
+        "--scheduler", autocompletion=complete_scheduler,
+        help="Sampler (list below).  \\[default: the model's]")] = None,
     prompts_file: Annotated[str | None, typer.Option(
         "--prompts-file", help="One prompt per line ('-' for stdin); the model is loaded once.")] = None,
     init_image: Annotated[str | None, typer.Option(
@@ -78,22 +79,23 @@ def image(
     mask: Annotated[str | None, typer.Option(
         "--mask", rich_help_panel=INPUT_PANEL, help="Inpainting mask, the image's size: white is repainted.")] = None,
     strength: Annotated[float | None, typer.Option(
-        "--strength", rich_help_panel=INPUT_PANEL, help="How much of --image to repaint, 0-1.  [default: 0.8]")] = None,
+        "--strength", rich_help_panel=INPUT_PANEL,
+        help="How much of --image to repaint, 0-1.  \\[default: 0.8; 1.0 with --mask]")] = None,
     lora: Annotated[list[str] | None, typer.Option(
         "--lora", rich_help_panel=INPUT_PANEL, help="LoRA file, folder or hub repo, with :SCALE; repeatable.")] = None,
     refiner: Annotated[bool, typer.Option(
         "--refiner", rich_help_panel=INPUT_PANEL, help="Finish SDXL images with the refiner.")] = False,
     refiner_model: Annotated[str | None, typer.Option(
-        "--refiner-model", rich_help_panel=INPUT_PANEL, help="Refiner to use.  [default: sdxl-refiner]")] = None,
+        "--refiner-model", rich_help_panel=INPUT_PANEL, help="Refiner to use.  \\[default: sdxl-refiner]")] = None,
     refiner_split: Annotated[float | None, typer.Option(
         "--refiner-split", rich_help_panel=INPUT_PANEL,
-        help="Fraction of the steps the base runs before the refiner.  [default: 0.8]")] = None,
+        help="Fraction of the steps the base runs before the refiner.  \\[default: 0.8]")] = None,
     family: Annotated[str | None, typer.Option(
         "--family", rich_help_panel=INPUT_PANEL,
-        help="Architecture of a single-file --model checkpoint: sd15, sd21, sdxl, sd3.  [default: detected]")] = None,
+        help="Architecture of a single-file --model checkpoint: sd15, sd21, sdxl, sd3.  \\[default: detected]")] = None,
     config: Annotated[str | None, typer.Option(
         "--config", rich_help_panel=INPUT_PANEL,
-        help="Model whose configs a single-file checkpoint loads with.  [default: the family's]")] = None,
+        help="Model whose configs a single-file checkpoint loads with.  \\[default: the family's]")] = None,
     seed: SeedOpt = None,
     model: ModelOpt = None,
     preset: PresetOpt = None,

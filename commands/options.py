@@ -60,11 +60,11 @@ PresetOpt = Annotated[str | None, typer.Option(
 SeedOpt = Annotated[int | None, typer.Option(
     "--seed", "-s", min=0, max=2**32 - 1, help="Random seed; output i uses seed+i. Drawn and recorded when omitted.")]
 DeviceOpt = Annotated[str | None, typer.Option(
-    "--device", rich_help_panel=DEVICE_PANEL, help="auto, cuda, cuda:N, mps or cpu.  [default: auto]")]
+    "--device", rich_help_panel=DEVICE_PANEL, help="auto, cuda, cuda:N, mps or cpu.  \\[default: auto]")]
 DtypeOpt = Annotated[Dtype | None, typer.Option(
-    "--dtype", rich_help_panel=DEVICE_PANEL, help="Compute precision.  [default: bf16/fp16 on GPUs, fp32 on CPU]")]
+    "--dtype", rich_help_panel=DEVICE_PANEL, help="Compute precision.  \\[default: bf16/fp16 on GPUs, fp32 on CPU]")]
 OffloadOpt = Annotated[Offload | None, typer.Option(
-    "--offload", rich_help_panel=DEVICE_PANEL, help="CPU offload strategy.  [default: the least that fits]")]
+    "--offload", rich_help_panel=DEVICE_PANEL, help="CPU offload strategy.  \\[default: the least that fits]")]
 VramOpt = Annotated[float | None, typer.Option(
     "--vram", metavar="GB", rich_help_panel=DEVICE_PANEL, help="Plan as if this many GiB of device memory were free.")]
 DryRunOpt = Annotated[bool, typer.Option(

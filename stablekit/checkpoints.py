@@ -27,6 +27,10 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 def tensor_names(path: Path) -> list[str]:
     """The tensor names in a .safetensors file, from its JSON header (no weights are read)."""
+    return list(_header(path))
+
+
+def _header(path: Path) -> dict:
     try:
         with path.open("rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
@@ -35,7 +39,37 @@ def tensor_names(path: Path) -> list[str]:
             header = json.loads(handle.read(length))
     except (OSError, ValueError, struct.error) as err:
         raise InputError(f"{path}: not a readable .safetensors file ({err})") from None
-    return [name for name in header if name != "__metadata__"]
+    header.pop("__metadata__", None)
+    return header
+
+
+def _parameters(files: list[Path]) -> float:
+    """Millions of parameters in safetensors files (products of the tensor shapes in their headers)."""
+    total = 0
+    for file in files:
+        for entry in _header(file).values():
+            count = 1
+            for size in entry.get("shape", []):
+                count *= size
+            total += count
+    return total / 1e6
+
+
+def parameter_counts(folder: Path) -> dict[str, float]:
+    """Millions of parameters per component of a model folder (diffusers or transformers layout).
+
+    One weight set per component: the fp16 variant files are skipped when the full-precision ones are there.
+    """
+    def weights(where: Path) -> list[Path]:
+        files = sorted(where.glob("*.safetensors"))
+        plain = [f for f in files if ".fp16." not in f.name]
+        return plain or files
+
+    if (folder / "model_index.json").is_file():
+        counts = {sub.name: _parameters(weights(sub)) for sub in sorted(folder.iterdir()) if sub.is_dir()}
+        return {name: round(count, 2) for name, count in counts.items() if count}
+    count = _parameters(weights(folder))
+    return {"model": round(count, 2)} if count else {}
 
 
 def detect_family(path: Path) -> str | None:

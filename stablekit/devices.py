@@ -332,7 +332,8 @@ def _make_plan(spec, work, device, dtype, cand, peak, budget, weights, memory_ki
     chunk = cand.decode_chunk if cand.decode_chunk and cand.decode_chunk < (work.frames or 1) else None
     if chunk:
         reasons.append(f"video: decode {chunk} frames at a time and chunk the UNet's feed-forward layers")
-    reasons.append("noise from a CPU generator: the same seed gives the same output on any device")
+    if spec.library == "diffusers":
+        reasons.append("noise from a CPU generator: the same seed gives the same output on any device")
     return DevicePlan(
         device=device, dtype=dtype, offload=cand.offload, vae_tiling=cand.tiling, vae_slicing=cand.slicing,
         attention_slicing=cand.offload == "sequential", forward_chunking=chunk is not None,

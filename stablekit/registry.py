@@ -303,8 +303,12 @@ class Registry:
         base = self.template(loader=loader) or self.template(modality=modality)
         if base is None:
             raise UnknownModelError(f"'{path}': no catalog family uses the loader {loader}")
+        from .checkpoints import parameter_counts
+
+        counts = parameter_counts(path)  # the folder's own sizes, not the family's
+        memory = dataclasses.replace(base.memory, params=counts) if counts else base.memory
         return dataclasses.replace(
-            base, id=str(path), name=path.name, aliases=(), repo=None, tiny=None, variant=None,
+            base, memory=memory, id=str(path), name=path.name, aliases=(), repo=None, tiny=None, variant=None,
             fallbacks=(), local_path=str(path), gated=False, license="see the model's card", license_url=None,
             description=f"local folder ({loader})", origin="local", loader=loader,
         )

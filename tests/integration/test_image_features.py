@@ -255,6 +255,7 @@ def test_lora_from_an_unreachable_hub_names_the_flag(tmp_path):
 @pytest.fixture
 def single_file(tmp_path) -> Path:
     from ldm import to_ldm_checkpoint
+
     from stablekit import hub
     from stablekit.registry import load_registry
 
@@ -280,8 +281,8 @@ def test_single_file_errors(single_file, tmp_path):
     no_configs = run_cli("image", "x", "--model", str(single_file), "-d", str(tmp_path))
     assert no_configs.returncode == 1
     assert "stablekit models pull sd15 --configs-only" in no_configs.stderr
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     odd = tmp_path / "odd.safetensors"
     save_file({"something.weight": torch.zeros(2)}, odd)

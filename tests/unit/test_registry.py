@@ -116,3 +116,12 @@ def test_malformed_user_catalog_names_file_and_key(stablekit_home, text, expecte
     with pytest.raises(CatalogError) as err:
         load_registry()
     assert str(path) in err.value.message and expected in err.value.message
+
+
+def test_local_folders_are_planned_by_their_own_size():
+    from stablekit import hub
+
+    folder = hub.ensure_local(load_registry().get("tiny-sd"))
+    spec = load_registry().resolve(str(folder), "image")
+    assert set(spec.memory.params) == {"unet", "vae", "text_encoder"}
+    assert 0 < spec.memory.total_params < 1  # millions: the tiny model, not SD 1.5's 1 B
