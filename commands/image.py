@@ -116,13 +116,11 @@ def image(
     """Generate images from a text prompt, an input image, or both."""
     import sys
 
-    from stablekit import planning, requests
+    from stablekit import planning
     from stablekit.engines import image as engine
     from stablekit.errors import UsageError
     from stablekit.image_inputs import read_prompts
     from stablekit.outputs import OutputOptions, check_template
-    from stablekit.preset_files import load_preset
-    from stablekit.registry import load_registry
 
     console = ctx.obj
     console.quiet = console.quiet or quiet
@@ -131,19 +129,16 @@ def image(
     if not prompts_file and prompt is None:
         raise UsageError("missing the prompt", hint='stablekit image "a lighthouse at dusk"')
     prompts = read_prompts(prompts_file, sys.stdin) if prompts_file else None
-    preset_values = load_preset(preset, "image").values if preset else {}
-    model_name = model or preset_values.get("model") or requests.ImageRequest.model
-    spec = load_registry().resolve(model_name, "image", family=family, config=config)
-    flags = {"model": model_name, "negative_prompt": negative, "num_inference_steps": steps,
+    flags = {"negative_prompt": negative, "num_inference_steps": steps,
              "guidance_scale": guidance, "width": width, "height": height, "num_images": count,
              "batch_size": batch_size, "seed": seed, "scheduler": scheduler, "image": init_image, "mask": mask,
              "strength": strength, "loras": lora or None, "refiner": refiner or None,
              "refiner_model": refiner_model, "denoising_split": refiner_split,
              **device_flags(device, dtype, offload, vram)}
     # With an input image, the output size comes from it unless --width/--height (or a preset) say otherwise.
-    defaults = {k: v for k, v in spec.defaults.items() if not (init_image and k in ("width", "height"))}
-    request = requests.resolve("image", prompt=prompts[0] if prompts else prompt, flags=flags,
-                               preset=preset_values, model_defaults=defaults)
+    spec, request = planning.resolve_request(
+        "image", prompt=prompts[0] if prompts else prompt, model=model, preset=preset, flags=flags,
+        skip_defaults=("width", "height") if init_image else (), family=family, config=config)
     options = OutputOptions(output=output, output_dir=output_dir, overwrite=overwrite)
     check_template(options, engine.EXTENSIONS)
     source = None

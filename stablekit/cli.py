@@ -34,12 +34,17 @@ def _global_options(
 
 
 def build_app() -> typer.Typer:
-    from .commands import doctor, image, models, presets
+    from .commands import audio, doctor, image, mesh, models, presets, text, video
 
     app = typer.Typer(name="stablekit", help=HELP, no_args_is_help=True, pretty_exceptions_show_locals=False,
                       context_settings={"help_option_names": ["-h", "--help"]})
     app.callback()(_global_options)
     app.command("image", epilog=image.EPILOG)(image.image)
+    app.command("audio", epilog=audio.EPILOG)(audio.audio)
+    app.command("text", epilog=text.TEXT_EPILOG)(text.text)
+    app.command("chat", epilog=text.CHAT_EPILOG)(text.chat)
+    app.command("mesh", epilog=mesh.EPILOG)(mesh.mesh)
+    app.command("video", epilog=video.EPILOG)(video.video)
     app.add_typer(models.app, name="models")
     app.add_typer(presets.app, name="presets")
     app.command("doctor")(doctor.doctor)

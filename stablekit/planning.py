@@ -18,6 +18,28 @@ class Prepared:
     workload: Workload
 
 
+def resolve_request(command: str, *, prompt: str, model: str | None, preset: str | None, flags: dict[str, Any],
+                    fallback_model: str | None = None, skip_defaults: tuple[str, ...] = (),
+                    **checkpoint: str | None) -> tuple[ModelSpec, Any]:
+    """The model and the request a command's flags mean: flag > preset > model defaults > global defaults.
+
+    The model itself comes from --model, else the preset, else `fallback_model`, else the command's default.
+    `skip_defaults` are model defaults that must not apply (an input image decides the size);
+    `checkpoint` passes --family/--config through for single-file checkpoints.
+    """
+    from . import requests
+    from .preset_files import load_preset
+    from .registry import load_registry
+
+    preset_values = load_preset(preset, command).values if preset else {}
+    model_name = model or preset_values.get("model") or fallback_model or requests.REQUESTS[command].model
+    spec = load_registry().resolve(model_name, command, **checkpoint)
+    defaults = {k: v for k, v in spec.defaults.items() if k not in skip_defaults}
+    request = requests.resolve(command, prompt=prompt, flags={**flags, "model": model_name}, preset=preset_values,
+                               model_defaults=defaults)
+    return spec, request
+
+
 def overrides_of(request) -> Overrides:
     return Overrides(device=request.device, dtype=request.dtype, offload=request.offload, vram_gib=request.vram)
 

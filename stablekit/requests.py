@@ -26,14 +26,114 @@ class ImageRequest:
     num_images: int = 1
     batch_size: int = 1
     seed: int | None = None
+    scheduler: str | None = None
+    image: str | None = None  # img2img / inpainting input
+    mask: str | None = None
+    strength: float | None = None
+    loras: list[str] | None = None  # "PATH_OR_REPO[:SCALE]"
+    refiner: bool = False
+    refiner_model: str = "sdxl-refiner"
+    denoising_split: float = 0.8  # SDXL base runs to this fraction of the steps, the refiner from it
     device: str | None = None
     dtype: str | None = None
     offload: str | None = None
     vram: float | None = None
 
 
-REQUESTS: dict[str, type] = {"image": ImageRequest}
-_NOT_IN_PRESETS = {"prompt"}  # what a preset may not set: the per-run input
+@dataclass(frozen=True)
+class TextRequest:
+    """`stablekit text` and `stablekit chat`; sampling fields are transformers' generate() arguments."""
+
+    prompt: str
+    model: str = "stablelm-2-zephyr-1.6b"
+    system: str | None = None  # chat models only
+    raw: bool = False  # plain completion even where the tokenizer has a chat template
+    max_new_tokens: int = 256
+    min_new_tokens: int = 0
+    temperature: float = 0.7  # 0 = greedy (the same text every time, no seed needed)
+    top_p: float = 1.0
+    top_k: int = 50  # 0 = off
+    repetition_penalty: float = 1.0
+    stop: list[str] = dataclasses.field(default_factory=list)
+    seed: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    offload: str | None = None
+    vram: float | None = None
+
+
+@dataclass(frozen=True)
+class AudioRequest:
+    """`stablekit audio`: fields are StableAudioPipeline's call arguments; the clip is start..end seconds."""
+
+    prompt: str
+    model: str = "stable-audio-open"
+    negative_prompt: str | None = None
+    audio_start_in_s: float = 0.0
+    audio_end_in_s: float = 10.0
+    num_inference_steps: int = 100
+    guidance_scale: float = 7.0
+    num_waveforms_per_prompt: int = 1
+    seed: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    offload: str | None = None
+    vram: float | None = None
+
+
+@dataclass(frozen=True)
+class MeshRequest:
+    """`stablekit mesh`: TripoSR on an image, or on an image drawn from `prompt` by `image_model` first."""
+
+    prompt: str  # "" when `image` is given
+    model: str = "triposr"
+    image: str | None = None
+    image_model: str = "sdxl-turbo"
+    keep_image: bool = False
+    remove_background: bool = True
+    foreground_ratio: float = 0.85
+    mc_resolution: int | None = None  # None: the device plan's (256 on a GPU, lower on a CPU)
+    mc_threshold: float = 25.0
+    chunk_size: int | None = None  # None: sized to the device's memory
+    output_format: str | None = None  # glb obj ply stl; None: the --output extension, else glb
+    up: str = "y"
+    seed: int | None = None  # text-to-3D: the image's seed (TripoSR itself draws nothing)
+    device: str | None = None
+    dtype: str | None = None
+    offload: str | None = None
+    vram: float | None = None
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    """`stablekit video`: StableVideoDiffusionPipeline's call arguments; the first frame is `image`, or an image
+    drawn from `prompt` by `image_model` first."""
+
+    prompt: str  # "" when `image` is given
+    model: str = "svd-xt"
+    image: str | None = None
+    image_model: str = "sdxl-turbo"
+    keep_image: bool = False
+    width: int = 1024
+    height: int = 576
+    num_frames: int = 25
+    fps: int = 7  # the motion conditioning and the output's frame rate
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+    num_inference_steps: int = 25
+    min_guidance_scale: float = 1.0
+    max_guidance_scale: float = 3.0
+    decode_chunk_size: int | None = None  # None: the device plan's
+    seed: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    offload: str | None = None
+    vram: float | None = None
+
+
+REQUESTS: dict[str, type] = {"image": ImageRequest, "text": TextRequest, "audio": AudioRequest, "mesh": MeshRequest,
+                             "video": VideoRequest}
+_NOT_IN_PRESETS = {"prompt", "image", "mask"}  # what a preset may not set: the per-run inputs
 
 
 def settable_fields(command: str) -> dict[str, Any]:
@@ -86,12 +186,12 @@ def _type_name(annotation: Any) -> str:
 def resolve(command: str, *, prompt: str, flags: dict[str, Any], preset: dict[str, Any],
             model_defaults: dict[str, Any]):
     """Merge the layers (flag > preset > model defaults > global defaults) into a request."""
-    fields = settable_fields(command)
+    settable = settable_fields(command)
     values: dict[str, Any] = {}
-    values.update({k: v for k, v in model_defaults.items() if k in fields})
+    values.update({k: v for k, v in model_defaults.items() if k in settable})
     values.update(preset)
     values.update({k: v for k, v in flags.items() if v is not None})
-    unknown = set(values) - set(fields)
+    unknown = set(values) - {f.name for f in dataclasses.fields(REQUESTS[command])}
     if unknown:
         raise UsageError(f"unknown option(s) for {command}: {', '.join(sorted(unknown))}")
     return REQUESTS[command](prompt=prompt, **values)

@@ -1,0 +1,129 @@
+"""`stablekit video`: an image (or a prompt, drawn first) to a short video with Stable Video Diffusion."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .options import (
+    DEVICE_PANEL,
+    DeviceOpt,
+    DryRunOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OffloadOpt,
+    OutputDirOpt,
+    OutputOpt,
+    OverwriteOpt,
+    PresetOpt,
+    QuietOpt,
+    SeedOpt,
+    VramOpt,
+    complete_model,
+    device_flags,
+)
+
+MOTION_PANEL = "Motion"
+
+EPILOG = """Examples:
+
+  stablekit video --image boat.png                              (svd-xt: 25 frames at 1024x576, boat-SEED.mp4)
+
+  stablekit video --image boat.png --model tiny-svd             (offline smoke run)
+
+  stablekit video --image boat.png -o boat.gif --frames 14 --fps 7 --motion 180
+
+  stablekit video "a sailing boat on a stormy sea" --keep-image -o boat.mp4
+
+  stablekit video --image boat.png -o frames/                   (a folder of numbered PNG frames)
+
+  stablekit video --image boat.png --dry-run                    (show the device plan: offload, decode chunks)
+
+Formats by the extension of -o: .mp4 (H.264), .gif, .webp (animated); no extension: a folder of PNG frames.
+The input image is scaled to cover the video's size and centre-cropped.
+"""
+
+
+def video(
+    ctx: typer.Context,
+    prompt: Annotated[str | None, typer.Argument(
+        help="Text to video: what the image model draws as the first frame.")] = None,
+    image: Annotated[str | None, typer.Option(
+        "--image", "-i", help="Image to video: the first frame (scaled to cover the size, centre-cropped).")] = None,
+    image_model: Annotated[str | None, typer.Option(
+        "--image-model", autocompletion=complete_model,
+        help="Image model that draws a prompt's first frame.  \\[default: sdxl-turbo]")] = None,
+    keep_image: Annotated[bool, typer.Option(
+        "--keep-image", help="Keep the first frame drawn from the prompt beside the video (.png).")] = False,
+    frames: Annotated[int | None, typer.Option(
+        "--frames", help="Number of frames.  \\[default: the model's: 14 for svd, 25 for svd-xt]")] = None,
+    fps: Annotated[int | None, typer.Option(
+        "--fps", help="Frames per second: the motion conditioning and the file's rate.  "
+                      "\\[default: the model's]")] = None,
+    width: Annotated[int | None, typer.Option(
+        "--width", help="Width in pixels, a multiple of 8.  \\[default: the model's, 1024]")] = None,
+    height: Annotated[int | None, typer.Option(
+        "--height", help="Height in pixels, a multiple of 8.  \\[default: the model's, 576]")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps.  \\[default: the model's]")] = None,
+    motion: Annotated[int | None, typer.Option(
+        "--motion", rich_help_panel=MOTION_PANEL,
+        help="Motion bucket: more is more movement.  \\[default: 127]")] = None,
+    noise_aug: Annotated[float | None, typer.Option(
+        "--noise-aug", rich_help_panel=MOTION_PANEL,
+        help="Noise added to the first frame: more strays further from it.  \\[default: 0.02]")] = None,
+    min_guidance: Annotated[float | None, typer.Option(
+        "--min-guidance", rich_help_panel=MOTION_PANEL,
+        help="Guidance of the first frame, rising to --max-guidance at the last.  \\[default: 1.0]")] = None,
+    max_guidance: Annotated[float | None, typer.Option(
+        "--max-guidance", rich_help_panel=MOTION_PANEL, help="Guidance of the last frame.  \\[default: 3.0]")] = None,
+    decode_chunk: Annotated[int | None, typer.Option(
+        "--decode-chunk", rich_help_panel=DEVICE_PANEL,
+        help="Frames decoded at a time (fewer: less memory).  \\[default: the device plan's]")] = None,
+    seed: SeedOpt = None,
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    offload: OffloadOpt = None,
+    vram: VramOpt = None,
+    output: OutputOpt = None,
+    output_dir: OutputDirOpt = ".",
+    overwrite: OverwriteOpt = False,
+    json_output: JsonOpt = False,
+    dry_run: DryRunOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Make a video (MP4, GIF, WebP or PNG frames) from an image or a text prompt."""
+    from stablekit import planning
+    from stablekit.engines import video as engine
+    from stablekit.outputs import OutputOptions
+
+    console = ctx.obj
+    console.quiet = console.quiet or quiet
+    flags = {"image": image, "image_model": image_model, "keep_image": keep_image or None,
+             "num_frames": frames, "fps": fps, "width": width, "height": height, "num_inference_steps": steps,
+             "motion_bucket_id": motion, "noise_aug_strength": noise_aug, "min_guidance_scale": min_guidance,
+             "max_guidance_scale": max_guidance, "decode_chunk_size": decode_chunk, "seed": seed,
+             **device_flags(device, dtype, offload, vram)}
+    spec, request = planning.resolve_request("video", prompt=prompt or "", model=model, preset=preset, flags=flags)
+    engine.validate(request, spec)
+    options = OutputOptions(output=output, output_dir=output_dir, overwrite=overwrite)
+    engine.check_output(request, options)
+    first = None
+    if request.image:
+        first = engine.fit_image(request.image, request.width, request.height)
+        console.note(first.rule)
+    prepared = engine.prepare(spec, request)
+    stage = engine.image_stage(request, prepared.hardware)
+    if dry_run:
+        if stage:
+            console.show_plan(planning.describe(stage.prepared, stage.request), json_output)
+        console.show_plan(planning.describe(prepared, request), json_output)
+        return
+    if stage:
+        console.show_plan_summary(stage.prepared.plan)
+    console.show_plan_summary(prepared.plan)
+    engine.generate(prepared, request, options, console, stage=stage, first=first,
+                    on_output=lambda item: console.result(item if json_output else item["path"]))

@@ -1,0 +1,1 @@
+"""Model implementations stablekit carries itself, where the official code cannot be a dependency."""
