@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import platform
+import sys
 from datetime import datetime, timezone
+from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
@@ -13,9 +15,19 @@ _PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "huggingface_hu
 
 
 def versions() -> dict[str, str]:
-    """Installed versions, read from package metadata (no heavy imports)."""
+    return dict(_versions())
+
+
+@lru_cache(maxsize=1)
+def _versions() -> dict[str, str]:
+    """Installed versions: from the module when it is loaded (instant), else package metadata (slow, ~50 ms
+    each, but never an import of the library itself)."""
     found = {"stablekit": __version__, "python": platform.python_version()}
     for name in _PACKAGES:
+        module = sys.modules.get(name)
+        if module is not None and isinstance(getattr(module, "__version__", None), str):
+            found[name] = module.__version__
+            continue
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

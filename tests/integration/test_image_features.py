@@ -41,24 +41,27 @@ def run_ok(*args, **kw):
 
 
 @pytest.mark.parametrize("model", ["tiny-sd", "tiny-sdxl", "tiny-sd3"])
-def test_img2img_and_inpaint(model, pictures, tmp_path):
-    first = run_ok("image", "oil painting", "-m", model, "--image", str(pictures["base"]), "--strength", "0.6",
-                   "--steps", "4", "--seed", "9", "-q", "-d", str(tmp_path / "a"))
-    again = run_ok("image", "oil painting", "-m", model, "--image", str(pictures["base"]), "--strength", "0.6",
-                   "--steps", "4", "--seed", "9", "-q", "-d", str(tmp_path / "b"))
-    assert Path(first.stdout.strip()).read_bytes() == Path(again.stdout.strip()).read_bytes()
-    with Image.open(first.stdout.strip()) as image:
-        assert image.size == (64, 64)
-        assert "Denoising strength: 0.6" in image.text["parameters"]
-    sidecar = json.loads(Path(first.stdout.strip() + ".json").read_text())
-    assert sidecar["parameters"]["task"] == "img2img" and sidecar["parameters"]["image"] == str(pictures["base"])
-
-    painted = run_ok("image", "a red door", "-m", model, "--image", str(pictures["base"]), "--mask",
-                     str(pictures["mask"]), "--seed", "9", "--json", "-d", str(tmp_path / "c"))
-    record = json.loads(painted.stdout)
-    with Image.open(record["path"]) as image:
-        assert image.size == (64, 64)
-    assert json.loads(Path(record["sidecar"]).read_text())["parameters"]["task"] == "inpaint"
+@pytest.mark.parametrize("task", ["img2img", "inpaint"])
+def test_img2img_and_inpaint(model, task, pictures, tmp_path):
+    """Both tasks write PNGs at the requested size with parameters and sidecar; the seed decides the bytes."""
+    inputs = ["--image", str(pictures["base"]), "--width", "48", "--height", "64"]
+    inputs += ["--mask", str(pictures["mask"])] if task == "inpaint" else ["--strength", "0.6"]
+    pair = run_ok("image", "oil painting", "-m", model, *inputs, "--steps", "4", "-n", "2", "--seed", "9", "--json",
+                  "-d", str(tmp_path / "a"))
+    records = [json.loads(line) for line in pair.stdout.splitlines()]
+    for record in records:
+        with Image.open(record["path"]) as image:
+            assert image.size == (48, 64)
+            assert image.text["parameters"].startswith("oil painting")
+            strength = "0.6" if task == "img2img" else "1.0"
+            assert f"Denoising strength: {strength}" in image.text["parameters"]
+        sidecar = json.loads(Path(record["sidecar"]).read_text())
+        assert sidecar["parameters"]["task"] == task and sidecar["parameters"]["image"] == str(pictures["base"])
+    again = run_ok("image", "oil painting", "-m", model, *inputs, "--steps", "4", "--seed", "9", "-q",
+                   "-d", str(tmp_path / "b"))
+    assert Path(again.stdout.strip()).read_bytes() == Path(records[0]["path"]).read_bytes()
+    with Image.open(records[0]["path"]) as a, Image.open(records[1]["path"]) as b:
+        assert a.tobytes() != b.tobytes(), "seed 10 must differ from seed 9"
 
 
 def test_input_size_rule(pictures, tmp_path):
