@@ -368,7 +368,7 @@ def _write(image, seed: int, index: int, total: int, prompt: str, request: Image
     spec, plan = prepared.spec, prepared.plan
     params = {**dataclasses.asdict(request), **session.extras, "prompt": prompt, "seed": seed, "index": index,
               "strength": strength_of(request),
-              "num_images": total, "task": task_of(request), "sampler": session.sampler, "model": spec.id,
+              "outputs_in_run": total, "task": task_of(request), "sampler": session.sampler, "model": spec.id,
               "loras": [{"name": lora.name, "source": lora.source, "scale": lora.scale} for lora in session.loras],
               "stablekit_version": __version__}
     if not request.refiner:
@@ -378,7 +378,8 @@ def _write(image, seed: int, index: int, total: int, prompt: str, request: Image
     path = target_path(output, model=spec.id, seed=seed, index=index, count=total, prompt=prompt,
                        extension=extension)
     # The image carries what decides its pixels, so re-rendering image n alone gives the same bytes.
-    embedded = {k: v for k, v in params.items() if k not in ("num_images", "index")} if metadata else None
+    run_only = ("num_images", "outputs_in_run", "index")  # how many were made alongside: not this image's pixels
+    embedded = {k: v for k, v in params.items() if k not in run_only} if metadata else None
     with finish_before_interrupt():
         path = write_image(image, path, embedded, overwrite=output.overwrite)
         sidecar = write_sidecar(path, record(spec=spec, model_path=str(session.folder), parameters=params,
