@@ -21,14 +21,16 @@ from ..errors import StablekitError, UsageError
 from ..image_inputs import prepare as prepare_inputs
 from ..loading import load_diffusers
 from ..outputs import OutputOptions, finish_before_interrupt, target_path
-from ..planning import Prepared
+from ..planning import Prepared, overrides_of, prepare
 from ..provenance import record
 from ..registry import HUB_ID, MemoryProfile, ModelSpec, load_registry
 from ..requests import ImageRequest
+from ..requests import resolve as resolve_request
 from ..writers.image import EXTENSIONS, write_image
 from ..writers.sidecar import write_sidecar
 
-__all__ = ["EXTENSIONS", "fit_inputs", "generate", "plan_spec", "task_of", "validate", "workload"]
+__all__ = ["EXTENSIONS", "ImageStage", "fit_inputs", "generate", "plan_spec", "plan_stage", "task_of", "validate",
+           "workload"]
 # Registry defaults that are pipeline-call arguments rather than request fields.
 _PIPELINE_EXTRAS = ("max_sequence_length", "skip_guidance_layers")
 _FP16_FIX_VAE = "sdxl-vae-fp16-fix"
@@ -145,6 +147,27 @@ def plan_spec(spec: ModelSpec, request: ImageRequest) -> ModelSpec:
     refiner = load_registry().resolve(request.refiner_model, "image")
     params = {**spec.memory.params, "refiner_unet": refiner.memory.params.get("unet", 0.0)}
     return replace(spec, memory=MemoryProfile(**{**asdict(spec.memory), "params": params}))
+
+
+@dataclass(frozen=True)
+class ImageStage:
+    """An image another engine draws first from a prompt (text-to-video, text-to-3D): planned, not loaded."""
+
+    prepared: Prepared
+    request: ImageRequest
+
+
+def plan_stage(model: str, prompt: str, flags: dict[str, Any], hardware=None) -> ImageStage:
+    """Resolve, check and plan `--image-model` for a prompt, with the other engine's seed, size and device flags."""
+    spec = load_registry().resolve(model, "image")
+    request = resolve_request("image", prompt=prompt, flags={**flags, "model": model}, preset={},
+                              model_defaults=spec.defaults)
+    try:
+        validate(request, spec)
+    except UsageError as err:
+        err.message = f"--image-model {spec.id}: {err.message}"
+        raise
+    return ImageStage(prepare(plan_spec(spec, request), workload(request), overrides_of(request), hardware), request)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .. import __version__, hub, planning, requests
+from .. import __version__, hub, planning
 from ..console import Progress
 from ..devices import GIB, DevicePlan, Hardware, Workload, torch_dtype
 from ..errors import InputError, UsageError
@@ -24,10 +24,11 @@ from ..models.triposr import preprocess
 from ..outputs import OutputOptions, check_template, finish_before_interrupt, target_path
 from ..planning import Prepared
 from ..provenance import record
-from ..registry import ModelSpec, load_registry
-from ..requests import ImageRequest, MeshRequest
+from ..registry import ModelSpec
+from ..requests import MeshRequest
 from ..writers.mesh import COLORLESS, EXTENSIONS, UP_AXES, orient, write_mesh
 from ..writers.sidecar import write_sidecar
+from .image import ImageStage, plan_stage
 
 __all__ = ["EXTENSIONS", "ImageStage", "MeshSettings", "check_output", "generate", "image_stage", "prepare",
            "settings", "validate", "workload"]
@@ -161,29 +162,13 @@ def check_output(request: MeshRequest, output: OutputOptions) -> None:
     output_extension(request, output)
 
 
-@dataclass(frozen=True)
-class ImageStage:
-    """Text-to-3D's first step: the image model's plan and request."""
-
-    prepared: Prepared
-    request: ImageRequest
-
-
 def image_stage(request: MeshRequest, hardware: Hardware | None = None) -> ImageStage | None:
     """For a prompt: resolve, check and plan the image model (nothing is loaded). None for --image."""
     if request.image:
         return None
-    from . import image as image_engine
-
-    spec = load_registry().resolve(request.image_model, "image")
-    flags = {"model": request.image_model, "seed": request.seed, "device": request.device, "dtype": request.dtype,
+    flags = {"seed": request.seed, "device": request.device, "dtype": request.dtype,
              "offload": request.offload, "vram": request.vram}
-    image_request = requests.resolve("image", prompt=request.prompt, flags=flags, preset={},
-                                     model_defaults=spec.defaults)
-    image_engine.validate(image_request, spec)
-    prepared = planning.prepare(image_engine.plan_spec(spec, image_request), image_engine.workload(image_request),
-                                planning.overrides_of(image_request), hardware)
-    return ImageStage(prepared, image_request)
+    return plan_stage(request.image_model, request.prompt, flags, hardware)
 
 
 def _draw(stage: ImageStage, seed: int, target: Path, overwrite: bool, progress: Progress,

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, hub, planning, requests
+from .. import __version__, hub, planning
 from ..console import Progress
 from ..devices import Hardware, Workload, apply, torch_dtype
 from ..errors import StablekitError, UsageError
@@ -31,10 +31,11 @@ from ..loading import load_diffusers
 from ..outputs import OutputOptions, check_template, finish_before_interrupt, target_path
 from ..planning import Prepared
 from ..provenance import record
-from ..registry import ModelSpec, load_registry
-from ..requests import ImageRequest, VideoRequest
+from ..registry import ModelSpec
+from ..requests import VideoRequest
 from ..writers.sidecar import write_sidecar
 from ..writers.video import EXTENSIONS, FRAMES, GIF_MAX_FPS, WEBP_MAX_FPS, EncodingError, write_video
+from .image import ImageStage, plan_stage
 
 __all__ = ["EXTENSIONS", "FirstFrame", "ImageStage", "check_output", "fit_image", "generate", "image_stage",
            "output_extension", "prepare", "validate", "workload"]
@@ -131,33 +132,13 @@ def prepare(spec: ModelSpec, request: VideoRequest, hardware: Hardware | None = 
     return replace(prepared, plan=replace(plan, decode_chunk_size=used, reasons=reasons))
 
 
-@dataclass(frozen=True)
-class ImageStage:
-    """Text-to-video's first step: the image model's plan and request."""
-
-    prepared: Prepared
-    request: ImageRequest
-
-
 def image_stage(request: VideoRequest, hardware: Hardware | None = None) -> ImageStage | None:
     """For a prompt: resolve, check and plan the image model at the video's size (nothing is loaded)."""
     if request.image:
         return None
-    from . import image as image_engine
-
-    spec = load_registry().resolve(request.image_model, "image")
-    flags = {"model": request.image_model, "seed": request.seed, "width": request.width, "height": request.height,
-             "device": request.device, "dtype": request.dtype, "offload": request.offload, "vram": request.vram}
-    image_request = requests.resolve("image", prompt=request.prompt, flags=flags, preset={},
-                                     model_defaults=spec.defaults)
-    try:
-        image_engine.validate(image_request, spec)
-    except UsageError as err:
-        err.message = f"--image-model {spec.id}: {err.message}"
-        raise
-    prepared = planning.prepare(image_engine.plan_spec(spec, image_request), image_engine.workload(image_request),
-                                planning.overrides_of(image_request), hardware)
-    return ImageStage(prepared, image_request)
+    flags = {"seed": request.seed, "width": request.width, "height": request.height, "device": request.device,
+             "dtype": request.dtype, "offload": request.offload, "vram": request.vram}
+    return plan_stage(request.image_model, request.prompt, flags, hardware)
 
 
 @contextlib.contextmanager
