@@ -3,7 +3,7 @@
     python benchmarks/mesh.py [--sizes reduced,full] [--device cpu] [--resolution R] [--chunk-size N]
                               [--threads N] [--runs 1] [--baseline FILE] [--save FILE]
 
-Random weights, so nothing is downloaded: "reduced" is tiny-triposr (built by stablekit.tiny, 64 px input,
+Random weights, so nothing is downloaded: "reduced" is tiny-triposr (built by stablekit.testing.tiny, 64 px input,
 16x16 triplanes), "full" the released architecture (419 M parameters, 512 px input, 64x64 triplanes) with
 PyTorch's default initialisation. Times: the forward pass (image -> triplane), the density query on the
 R^3 grid, and marching cubes + welding + vertex colours. Random full-size weights rarely put a surface at
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from stablekit import tiny
 from stablekit.engines.mesh import CPU_CHUNK, RESOLUTION
 from stablekit.models import triposr
 from stablekit.models.triposr.isosurface import THRESHOLD
+from stablekit.testing import tiny
 
 OFFICIAL_SIZES = {"cond_image_size": 512, "tokenizer": {"plane_size": 32, "num_channels": 1024},
                   "backbone": {"num_attention_heads": 16, "attention_head_dim": 64, "num_layers": 16,

@@ -77,7 +77,7 @@ def local_state(spec: ModelSpec) -> LocalState:
         path = Path(spec.local_path)
         return LocalState("local", path, _tree_size(path))
     if spec.tiny:
-        from .tiny import is_complete  # cheap: builders import torch only when they run
+        from .testing.tiny import is_complete  # cheap: builders import torch only when they run
 
         path = tiny_dir(spec)
         built = is_complete(spec.tiny, path)
@@ -174,7 +174,7 @@ def pull(spec: ModelSpec, *, quiet: bool = False, configs_only: bool = False) ->
     if spec.local_path:
         return Path(spec.local_path)
     if spec.tiny:
-        from . import tiny
+        from .testing import tiny
 
         return tiny.ensure(spec.tiny, tiny_dir(spec))
     from huggingface_hub.utils import disable_progress_bars
@@ -214,7 +214,7 @@ def offline() -> bool:
 def config_folder(spec: ModelSpec) -> Path:
     """Where a single-file checkpoint's configs are: its config record's files on disk (never the network)."""
     if spec.tiny:
-        from . import tiny
+        from .testing import tiny
 
         return tiny.ensure(spec.tiny, tiny_dir(spec))
     for repo in (spec.repo, *spec.fallbacks):

@@ -27,7 +27,7 @@ def resolve_request(command: str, *, prompt: str, model: str | None, preset: str
     `skip_defaults` are model defaults that must not apply (an input image decides the size);
     `checkpoint` passes --family/--config through for single-file checkpoints.
     """
-    from . import requests
+    from . import params as requests
     from .preset_files import load_preset
     from .registry import load_registry
 

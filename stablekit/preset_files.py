@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PresetError
+from .params import REQUESTS, check_values
 from .paths import user_presets_dir
-from .requests import REQUESTS, check_values
 
 try:
     import tomllib

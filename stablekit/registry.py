@@ -77,7 +77,7 @@ class ModelSpec:
         if self.checkpoint:
             return f"{self.checkpoint} (configs of {self.configs_from})"
         if self.tiny:
-            return f"built locally (stablekit.tiny: {self.tiny})"
+            return f"built locally (stablekit.testing.tiny: {self.tiny})"
         if self.local_path:
             return self.local_path
         return f"{self.repo}@{self.revision}" if self.revision != "main" else str(self.repo)

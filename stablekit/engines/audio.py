@@ -22,10 +22,10 @@ from ..devices import Workload, apply, torch_dtype
 from ..errors import StablekitError, UsageError
 from ..loading import load_diffusers
 from ..outputs import OutputOptions, finish_before_interrupt, target_path
+from ..params import AudioRequest
 from ..planning import Prepared
 from ..provenance import record
 from ..registry import ModelSpec
-from ..requests import AudioRequest
 from ..writers.audio import EXTENSIONS, AudioFormat, audio_format, write_audio
 from ..writers.sidecar import write_sidecar
 

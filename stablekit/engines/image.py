@@ -21,11 +21,11 @@ from ..errors import StablekitError, UsageError
 from ..image_inputs import prepare as prepare_inputs
 from ..loading import load_diffusers
 from ..outputs import OutputOptions, finish_before_interrupt, target_path
+from ..params import ImageRequest
+from ..params import resolve as resolve_request
 from ..planning import Prepared, overrides_of, prepare
 from ..provenance import record
 from ..registry import HUB_ID, MemoryProfile, ModelSpec, load_registry
-from ..requests import ImageRequest
-from ..requests import resolve as resolve_request
 from ..writers.image import EXTENSIONS, write_image
 from ..writers.sidecar import write_sidecar
 

@@ -22,10 +22,10 @@ from ..devices import GIB, DevicePlan, Hardware, Workload, torch_dtype
 from ..errors import InputError, UsageError
 from ..models.triposr import preprocess
 from ..outputs import OutputOptions, check_template, finish_before_interrupt, target_path
+from ..params import MeshRequest
 from ..planning import Prepared
 from ..provenance import record
 from ..registry import ModelSpec
-from ..requests import MeshRequest
 from ..writers.mesh import COLORLESS, EXTENSIONS, UP_AXES, orient, write_mesh
 from ..writers.sidecar import write_sidecar
 from .image import ImageStage, plan_stage

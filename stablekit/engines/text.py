@@ -19,9 +19,9 @@ from ..console import Progress
 from ..devices import Workload, torch_dtype, transformers_load_kwargs
 from ..errors import InputError, StablekitError, UsageError
 from ..outputs import write_atomic
+from ..params import TextRequest
 from ..planning import Prepared
 from ..registry import ModelSpec
-from ..requests import TextRequest
 
 HISTORY_FORMAT = "stablekit-chat"
 HISTORY_VERSION = 1

@@ -29,10 +29,10 @@ from ..errors import StablekitError, UsageError
 from ..image_inputs import cover, load_image, to_rgb
 from ..loading import load_diffusers
 from ..outputs import OutputOptions, check_template, finish_before_interrupt, target_path
+from ..params import VideoRequest
 from ..planning import Prepared
 from ..provenance import record
 from ..registry import ModelSpec
-from ..requests import VideoRequest
 from ..writers.sidecar import write_sidecar
 from ..writers.video import EXTENSIONS, FRAMES, GIF_MAX_FPS, WEBP_MAX_FPS, EncodingError, write_video
 from .image import ImageStage, plan_stage

@@ -184,8 +184,8 @@ def test_progress_advances_once_per_denoising_step(tmp_path):
     from stablekit.console import Progress
     from stablekit.engines import audio as engine
     from stablekit.outputs import OutputOptions
+    from stablekit.params import resolve
     from stablekit.registry import load_registry
-    from stablekit.requests import resolve
 
     class Recorder(Progress):
         def __init__(self):

@@ -215,8 +215,8 @@ def test_nan_images_are_decoded_again_in_fp32(monkeypatch, tmp_path):
     from stablekit.engines import image as engine
     from stablekit.errors import StablekitError
     from stablekit.outputs import OutputOptions
+    from stablekit.params import ImageRequest
     from stablekit.registry import load_registry
-    from stablekit.requests import ImageRequest
 
     original = AutoencoderKL.decode
     calls = {"n": 0, "always": False}

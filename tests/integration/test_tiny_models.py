@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stablekit import tiny
+from stablekit.testing import tiny
 
 PACKAGE_PARENT = Path(tiny.__file__).resolve().parent.parent
 
@@ -196,7 +196,7 @@ def test_ensure_keeps_a_complete_build(area):
 
 def test_ensure_survives_a_race(area):
     folder = area / "lm"
-    code = f"from stablekit import tiny; print(tiny.ensure('lm', {str(folder)!r}))"
+    code = f"from stablekit.testing import tiny; print(tiny.ensure('lm', {str(folder)!r}))"
     racers = [
         subprocess.Popen(
             [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
@@ -258,7 +258,7 @@ def test_unknown_kind_is_a_value_error(area, function):
 
 def test_import_is_cheap():
     result = _python(
-        "import sys, stablekit.tiny; print(sorted(m for m in ('torch', 'diffusers', 'transformers',"
+        "import sys, stablekit.testing.tiny; print(sorted(m for m in ('torch', 'diffusers', 'transformers',"
         " 'tokenizers') if m in sys.modules))"
     )
     assert result.returncode == 0, result.stderr
@@ -267,7 +267,7 @@ def test_import_is_cheap():
 
 def test_building_prints_nothing(area):
     result = _python(
-        "import sys; from stablekit import tiny\n"
+        "import sys; from stablekit.testing import tiny\n"
         f"for kind in tiny.TINY_KINDS: tiny.build(kind, {str(area)!r} + '/' + kind)\n"
     )
     assert result.returncode == 0, result.stderr

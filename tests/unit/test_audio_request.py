@@ -7,8 +7,8 @@ import pytest
 from stablekit.engines import audio as engine
 from stablekit.errors import UsageError
 from stablekit.outputs import OutputOptions
+from stablekit.params import AudioRequest, resolve
 from stablekit.registry import load_registry
-from stablekit.requests import AudioRequest, resolve
 
 
 @pytest.fixture

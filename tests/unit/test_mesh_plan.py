@@ -12,8 +12,8 @@ from stablekit.engines import mesh as engine
 from stablekit.errors import InputError, UsageError
 from stablekit.models.triposr import preprocess
 from stablekit.outputs import OutputOptions
+from stablekit.params import MeshRequest
 from stablekit.registry import load_registry
-from stablekit.requests import MeshRequest
 from stablekit.writers.mesh import glb_extras, orient, write_mesh
 
 GPU = Hardware("cuda", "NVIDIA A100", 40.0, 38.0, 64.0, 60.0, (8, 0), 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stablekit import requests
+from stablekit import params as requests
 from stablekit.errors import PresetError
 from stablekit.preset_files import find_preset, list_presets, load_preset
 from stablekit.registry import load_registry

@@ -22,8 +22,8 @@ from stablekit.engines.text import (
     write_history,
 )
 from stablekit.errors import InputError, UsageError
+from stablekit.params import TextRequest
 from stablekit.registry import load_registry
-from stablekit.requests import TextRequest
 
 
 @pytest.mark.parametrize(("text", "stops", "expected"), [

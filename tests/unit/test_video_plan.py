@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from stablekit import requests
+from stablekit import params as requests
 from stablekit.devices import Hardware
 from stablekit.engines import video as engine
 from stablekit.errors import InputError, PresetError, UsageError

@@ -1,0 +1,1 @@
+"""Test and smoke-run tooling: tiny random-weight models in the real repository layouts."""
