@@ -13,7 +13,9 @@ from .options import (
     DryRunOpt,
     DtypeOpt,
     JsonOpt,
+    LockedOpt,
     ModelOpt,
+    NoServerOpt,
     OffloadOpt,
     OutputDirOpt,
     OutputOpt,
@@ -23,6 +25,7 @@ from .options import (
     SeedOpt,
     VramOpt,
     device_flags,
+    submit,
 )
 
 EPILOG = """Examples:
@@ -78,30 +81,25 @@ def audio(
     normalize: Annotated[bool, typer.Option(
         "--normalize/--no-normalize", rich_help_panel=OUTPUT_PANEL,
         help="Lower a clip that peaks beyond full scale to full scale, or clip the samples beyond it.")] = True,
+    no_metadata: Annotated[bool, typer.Option(
+        "--no-metadata", rich_help_panel=OUTPUT_PANEL,
+        help="Write no tags (title, software, parameters) into the file; the sidecar stays.")] = False,
     json_output: JsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
+    no_server: NoServerOpt = False,
+    locked: LockedOpt = False,
 ) -> None:
     """Generate sound effects and music from a text prompt (WAV, FLAC or OGG)."""
-    from stablekit import planning
-    from stablekit.engines import audio as engine
-    from stablekit.outputs import OutputOptions, check_template
+    from stablekit.engines.audio import with_length
+    from stablekit.jobs import job_from
 
-    console = ctx.obj
-    console.quiet = console.quiet or quiet
-    flags = {"negative_prompt": negative, "num_inference_steps": steps,
-             "guidance_scale": guidance, "num_waveforms_per_prompt": count, "seed": seed,
-             **device_flags(device, dtype, offload, vram)}
-    spec, request = planning.resolve_request("audio", prompt=prompt, model=model, preset=preset, flags=flags)
-    request = engine.with_length(request, seconds=seconds, start=start)
-    engine.validate(request, spec)
-    options = OutputOptions(output=output, output_dir=output_dir, overwrite=overwrite)
-    check_template(options, engine.EXTENSIONS)
-    fmt = engine.output_format(options, bit_depth.value if bit_depth else None, normalize)
-    prepared = planning.prepare(spec, engine.workload(request), planning.overrides_of(request))
-    if dry_run:
-        console.show_plan(planning.describe(prepared, request), json_output)
-        return
-    console.show_plan_summary(prepared.plan)
-    engine.generate(prepared, request, options, console, fmt=fmt,
-                    on_output=lambda item: console.result(item if json_output else item["path"]))
+    values = {"prompt": prompt, "negative_prompt": negative, "num_inference_steps": steps,
+              "guidance_scale": guidance, "num_waveforms_per_prompt": count, "seed": seed,
+              "bit_depth": bit_depth.value if bit_depth else None, "normalize": None if normalize else False,
+              "metadata": False if no_metadata else None, "model": model, "output": output,
+              **device_flags(device, dtype, offload, vram)}
+    job = job_from("audio", values, preset=preset)
+    job = job.with_request(**vars(with_length(job.request, seconds=seconds, start=start)))
+    submit(ctx, [job], output_dir=output_dir, overwrite=overwrite, json_output=json_output, dry_run=dry_run,
+           quiet=quiet, no_server=no_server, locked=locked)

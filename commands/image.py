@@ -11,7 +11,9 @@ from .options import (
     DryRunOpt,
     DtypeOpt,
     JsonOpt,
+    LockedOpt,
     ModelOpt,
+    NoServerOpt,
     OffloadOpt,
     OutputDirOpt,
     OutputOpt,
@@ -21,6 +23,7 @@ from .options import (
     SeedOpt,
     VramOpt,
     device_flags,
+    submit,
 )
 
 INPUT_PANEL = "Input images, LoRA, refiner"
@@ -112,45 +115,32 @@ def image(
     json_output: JsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
+    no_server: NoServerOpt = False,
+    locked: LockedOpt = False,
 ) -> None:
     """Generate images from a text prompt, an input image, or both."""
     import sys
 
-    from stablekit import planning
-    from stablekit.engines import image as engine
     from stablekit.errors import UsageError
     from stablekit.image_inputs import read_prompts
-    from stablekit.outputs import OutputOptions, check_template
+    from stablekit.jobs import job_from, with_seed
 
-    console = ctx.obj
-    console.quiet = console.quiet or quiet
     if prompts_file and prompt:
         raise UsageError("give a prompt or --prompts-file, not both")
     if not prompts_file and prompt is None:
         raise UsageError("missing the prompt", hint='stablekit image "a lighthouse at dusk"')
-    prompts = read_prompts(prompts_file, sys.stdin) if prompts_file else None
-    flags = {"negative_prompt": negative, "num_inference_steps": steps,
-             "guidance_scale": guidance, "width": width, "height": height, "num_images": count,
-             "batch_size": batch_size, "seed": seed, "scheduler": scheduler, "image": init_image, "mask": mask,
-             "strength": strength, "loras": lora or None, "refiner": refiner or None,
-             "refiner_model": refiner_model, "denoising_split": refiner_split,
-             **device_flags(device, dtype, offload, vram)}
-    # With an input image, the output size comes from it unless --width/--height (or a preset) say otherwise.
-    spec, request = planning.resolve_request(
-        "image", prompt=prompts[0] if prompts else prompt, model=model, preset=preset, flags=flags,
-        skip_defaults=("width", "height") if init_image else (), family=family, config=config)
-    options = OutputOptions(output=output, output_dir=output_dir, overwrite=overwrite)
-    check_template(options, engine.EXTENSIONS)
-    source = None
-    if request.image:
-        request, source = engine.fit_inputs(request, spec)
-        console.note(source.rule)
-    engine.validate(request, spec, prompts)
-    prepared = planning.prepare(engine.plan_spec(spec, request), engine.workload(request),
-                                planning.overrides_of(request))
-    if dry_run:
-        console.show_plan(planning.describe(prepared, request), json_output)
-        return
-    console.show_plan_summary(prepared.plan)
-    engine.generate(prepared, request, options, console, prompts=prompts, metadata=not no_metadata, source=source,
-                    on_output=lambda item: console.result(item if json_output else item["path"]))
+    prompts = read_prompts(prompts_file, sys.stdin) if prompts_file else [prompt]
+    values = {"prompt": prompts[0], "negative_prompt": negative, "num_inference_steps": steps,
+              "guidance_scale": guidance, "width": width, "height": height, "num_images": count,
+              "batch_size": batch_size, "seed": seed, "scheduler": scheduler, "image": init_image, "mask": mask,
+              "strength": strength, "loras": lora or None, "refiner": refiner or None,
+              "refiner_model": refiner_model, "denoising_split": refiner_split,
+              "metadata": False if no_metadata else None, "model": model, "output": output,
+              **device_flags(device, dtype, offload, vram)}
+    first = with_seed(job_from("image", values, preset=preset, family=family, config=config), ctx.obj.note)
+    # A prompts file is one job per prompt; output n of the run uses seed + n, as in one job.
+    per_prompt = first.request.num_images
+    jobs = [first.with_request(prompt=text, seed=(first.seed + k * per_prompt) % 2**32)
+            for k, text in enumerate(prompts)]
+    submit(ctx, jobs, output_dir=output_dir, overwrite=overwrite, json_output=json_output, dry_run=dry_run,
+           quiet=quiet, no_server=no_server, locked=locked, as_batch=prompts_file is not None)

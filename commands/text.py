@@ -12,7 +12,9 @@ from .options import (
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
+    LockedOpt,
     ModelOpt,
+    NoServerOpt,
     OffloadOpt,
     PresetOpt,
     QuietOpt,
@@ -102,16 +104,20 @@ def text(
     json_output: TextJsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
+    no_server: NoServerOpt = False,
+    locked: LockedOpt = False,
 ) -> None:
     """Generate text with a StableLM model, streamed to stdout; stats go to stderr."""
     from stablekit.errors import UsageError
+    from stablekit.lockfile import locking
 
     flags = {"system": system, "raw": raw or None, "max_new_tokens": max_tokens, "min_new_tokens": min_tokens,
              "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
              "stop": stop or None, "seed": seed, **device_flags(device, dtype, offload, vram)}
     if chat_mode:
-        _chat(ctx, None if prompt == "-" else prompt, flags, model, preset, history, trust_remote_code,
-              json_output, dry_run, quiet)
+        with locking(locked):
+            _chat(ctx, None if prompt == "-" else prompt, flags, model, preset, history, trust_remote_code,
+                  json_output, dry_run, quiet)
         return
     if history:
         raise UsageError("--history is for conversations", hint="add --chat, or use `stablekit chat`")
@@ -119,7 +125,8 @@ def text(
         if prompt is None and sys.stdin.isatty():
             raise UsageError("no prompt", hint="give one as an argument, or pipe it: echo 'Hello' | stablekit text -")
         prompt = sys.stdin.read().rstrip("\r\n")
-    _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry_run, quiet)
+    with locking(locked):  # a server cannot honour this run's lock: run here
+        _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry_run, quiet, no_server or locked)
 
 
 def chat(
@@ -148,19 +155,15 @@ def chat(
     json_output: TextJsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
+    locked: LockedOpt = False,
 ) -> None:
     """Chat with a StableLM chat model, loaded once; Ctrl-C stops an answer, Ctrl-D ends."""
+    from stablekit.lockfile import locking
     flags = {"system": system, "max_new_tokens": max_tokens, "min_new_tokens": min_tokens,
              "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
              "stop": stop or None, "seed": seed, **device_flags(device, dtype, offload, vram)}
-    _chat(ctx, prompt, flags, model, preset, history, trust_remote_code, json_output, dry_run, quiet)
-
-
-def _resolve(prompt: str, flags: dict, model: str | None, preset: str | None, fallback_model: str | None = None):
-    from stablekit.planning import resolve_request
-
-    return resolve_request("text", prompt=prompt, model=model, preset=preset, flags=flags,
-                           fallback_model=fallback_model)
+    with locking(locked):
+        _chat(ctx, prompt, flags, model, preset, history, trust_remote_code, json_output, dry_run, quiet)
 
 
 def _write(piece: str) -> None:
@@ -168,65 +171,66 @@ def _write(piece: str) -> None:
     sys.stdout.flush()
 
 
-def _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry_run, quiet) -> None:
-    from stablekit import planning
-    from stablekit.engines import text as engine
+def _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry_run, quiet,
+          no_server=False) -> None:
+    from stablekit import client
+    from stablekit.jobs import job_from
 
     console = ctx.obj
     console.quiet = console.quiet or quiet
-    spec, request = _resolve(prompt, flags, model, preset)
-    engine.validate(request, spec)
-    prepared = planning.prepare(spec, engine.workload(request, spec), planning.overrides_of(request))
+    values = {**flags, "prompt": prompt, "model": model, "trust_remote_code": trust_remote_code or None}
+    job = job_from("text", values, preset=preset)
+    if not dry_run and client.run([job], console, on_result=console.result, sink="text", on_text=_write,
+                                  text_json=json_output, no_server=no_server) is not None:
+        return  # the server ran it (an interrupted answer raised KeyboardInterrupt: exit 130)
+    from stablekit import runner
+    from stablekit.sink import TextStreamSink
+
     if dry_run:
-        console.show_plan(planning.describe(prepared, request), json_output)
+        for data in runner.dry_run(job):
+            console.show_plan(data, json_output)
         return
-    console.show_plan_summary(prepared.plan)
-    completion = engine.generate(prepared, request, console, on_text=None if json_output else _write,
-                                 trust_remote_code=trust_remote_code)
-    if json_output:
-        console.result({"model": spec.id, **completion.to_dict()})
-    else:
-        _write("\n")
-        console.note(completion.summary())
-    if completion.finish_reason == "interrupted":
+    sink = TextStreamSink(_write, as_json=json_output, note=console.note, on_result=console.result)
+    runner.run([job], sink, console)
+    if sink.completions and sink.completions[-1].finish_reason == "interrupted":
         raise typer.Exit(130)
 
 
 def _chat(ctx, prompt, flags, model, preset, history, trust_remote_code, json_output, dry_run, quiet) -> None:
     from pathlib import Path
 
-    from stablekit import planning
-    from stablekit.engines import text as engine
+    from stablekit import runner
+    from stablekit.engines import chat as engine
+    from stablekit.jobs import job_from
 
     console = ctx.obj
     console.quiet = console.quiet or quiet
     history_path = Path(history).expanduser() if history else None
     saved = engine.read_history(history_path) if history_path else None
-    spec, request = _resolve("", flags, model, preset, saved.model if saved else None)
-    engine.validate(request, spec, chat=True)
-    prepared = planning.prepare(spec, engine.workload(request, spec, chat=True), planning.overrides_of(request))
+    values = {**flags, "model": model, "trust_remote_code": trust_remote_code or None}
+    job = job_from("text", values, preset=preset, fallback_model=saved.model if saved else None)
+    plan = engine.plan(job, None)
     if dry_run:
-        console.show_plan(planning.describe(prepared, request), json_output)
+        console.show_plan(runner.describe(plan), json_output)
         return
-    console.show_plan_summary(prepared.plan)
+    console.note(runner.summary(plan))
     interactive = sys.stdin.isatty()
     if saved and saved.messages:
         console.info(f"resuming {len(saved.messages)} messages from {history_path}"
-                     + (f" (started with {saved.model})" if saved.model and saved.model != spec.id else ""))
+                     + (f" (started with {saved.model})" if saved.model and saved.model != job.spec.id else ""))
 
     def answered(completion, turn: int) -> None:
         if json_output:
-            console.result({"model": spec.id, "turn": turn, **completion.to_dict()})
+            console.result({"model": job.spec.id, "turn": turn, **completion.to_dict()})
         else:
             _write("\n")
             console.note(completion.summary())
 
     if interactive:
-        console.info(f"Chatting with {spec.id}: Ctrl-C stops an answer, Ctrl-D ends the session.")
-    engine.chat(prepared, request, _user_messages(console, prompt, interactive), console, history=saved,
+        console.info(f"Chatting with {job.spec.id}: Ctrl-C stops an answer, Ctrl-D ends the session.")
+    engine.chat(plan, job.request, _user_messages(console, prompt, interactive), console, history=saved,
                 history_path=history_path, on_text=None if json_output else _write, on_answer=answered,
-                on_error=(lambda err: console.error(err.message, err.hint)) if interactive else None,
-                trust_remote_code=trust_remote_code)
+                on_error=(lambda err: console.error(err.message, err.hint)) if interactive else None)
 
 
 def _user_messages(console, first: str | None, interactive: bool) -> Iterator[str]:

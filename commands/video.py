@@ -8,11 +8,14 @@ import typer
 
 from .options import (
     DEVICE_PANEL,
+    OUTPUT_PANEL,
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
     JsonOpt,
+    LockedOpt,
     ModelOpt,
+    NoServerOpt,
     OffloadOpt,
     OutputDirOpt,
     OutputOpt,
@@ -23,6 +26,7 @@ from .options import (
     VramOpt,
     complete_model,
     device_flags,
+    submit,
 )
 
 MOTION_PANEL = "Motion"
@@ -91,39 +95,23 @@ def video(
     output: OutputOpt = None,
     output_dir: OutputDirOpt = ".",
     overwrite: OverwriteOpt = False,
+    no_metadata: Annotated[bool, typer.Option(
+        "--no-metadata", rich_help_panel=OUTPUT_PANEL,
+        help="Embed no parameters in the video (the sidecar stays).")] = False,
     json_output: JsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
+    no_server: NoServerOpt = False,
+    locked: LockedOpt = False,
 ) -> None:
     """Make a video (MP4, GIF, WebP or PNG frames) from an image or a text prompt."""
-    from stablekit import planning
-    from stablekit.engines import video as engine
-    from stablekit.outputs import OutputOptions
+    from stablekit.jobs import job_from
 
-    console = ctx.obj
-    console.quiet = console.quiet or quiet
-    flags = {"image": image, "image_model": image_model, "keep_image": keep_image or None,
-             "num_frames": frames, "fps": fps, "width": width, "height": height, "num_inference_steps": steps,
-             "motion_bucket_id": motion, "noise_aug_strength": noise_aug, "min_guidance_scale": min_guidance,
-             "max_guidance_scale": max_guidance, "decode_chunk_size": decode_chunk, "seed": seed,
-             **device_flags(device, dtype, offload, vram)}
-    spec, request = planning.resolve_request("video", prompt=prompt or "", model=model, preset=preset, flags=flags)
-    engine.validate(request, spec)
-    options = OutputOptions(output=output, output_dir=output_dir, overwrite=overwrite)
-    engine.check_output(request, options)
-    first = None
-    if request.image:
-        first = engine.fit_image(request.image, request.width, request.height)
-        console.note(first.rule)
-    prepared = engine.prepare(spec, request)
-    stage = engine.image_stage(request, prepared.hardware)
-    if dry_run:
-        if stage:
-            console.show_plan(planning.describe(stage.prepared, stage.request), json_output)
-        console.show_plan(planning.describe(prepared, request), json_output)
-        return
-    if stage:
-        console.show_plan_summary(stage.prepared.plan)
-    console.show_plan_summary(prepared.plan)
-    engine.generate(prepared, request, options, console, stage=stage, first=first,
-                    on_output=lambda item: console.result(item if json_output else item["path"]))
+    values = {"prompt": prompt or "", "image": image, "image_model": image_model, "keep_image": keep_image or None,
+              "num_frames": frames, "fps": fps, "width": width, "height": height, "num_inference_steps": steps,
+              "motion_bucket_id": motion, "noise_aug_strength": noise_aug, "min_guidance_scale": min_guidance,
+              "max_guidance_scale": max_guidance, "decode_chunk_size": decode_chunk, "seed": seed,
+              "metadata": False if no_metadata else None, "model": model, "output": output,
+              **device_flags(device, dtype, offload, vram)}
+    submit(ctx, [job_from("video", values, preset=preset)], output_dir=output_dir, overwrite=overwrite,
+           json_output=json_output, dry_run=dry_run, quiet=quiet, no_server=no_server, locked=locked)

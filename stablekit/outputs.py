@@ -21,8 +21,10 @@ from pathlib import Path
 
 from .errors import OutputError, UsageError
 
-TEMPLATE_FIELDS = ("model", "seed", "index", "prompt", "date", "time")
+TEMPLATE_FIELDS = ("id", "model", "seed", "index", "prompt", "date", "time")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# A job id names files as it is: letters, digits, '_' and '-' (no dot: it would read as an extension).
+JOB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
 
 
 def slug(text: str, limit: int = 60) -> str:
@@ -62,14 +64,16 @@ def check_template(options: OutputOptions, extensions: tuple[str, ...]) -> None:
 
 
 def target_path(options: OutputOptions, *, model: str, seed: int, index: int, count: int, prompt: str,
-                extension: str) -> Path:
-    """Where output number `index` of `count` goes (before numbering around existing files)."""
+                extension: str, id: str = "") -> Path:
+    """Where output number `index` of `count` goes (before numbering around existing files); `id` is the
+    job's id (a batch line's), or its digest where it has none."""
     base = Path(options.output_dir).expanduser()
     template = options.output or "{prompt}-{seed}"
     plain = options.output is not None and not _template_fields(options.output)
     now = time.localtime()
-    values = {"model": slug(model), "seed": str(seed), "index": str(index), "prompt": slug(prompt),
-              "date": time.strftime("%Y%m%d", now), "time": time.strftime("%H%M%S", now)}
+    values = {"id": id if JOB_ID.fullmatch(id) else slug(id), "model": slug(model), "seed": str(seed),
+              "index": str(index), "prompt": slug(prompt), "date": time.strftime("%Y%m%d", now),
+              "time": time.strftime("%H%M%S", now)}
     name = template.format(**values)
     path = Path(name)
     if not path.suffix:
@@ -83,6 +87,48 @@ def target_path(options: OutputOptions, *, model: str, seed: int, index: int, co
     if not full.resolve().is_relative_to(root):
         raise OutputError(f"output name {full} would leave {root}")
     return full
+
+
+# `.NAME.PID.RANDOM.partial.EXT`: a temporary output of process PID, named so a later run can find strays.
+_TEMPORARY = re.compile(r"^\..*\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.partial(\.[^.]*)?$")
+
+
+def temporary_path(path: Path) -> Path:
+    """A new empty temporary sibling of `path` that carries this process's id (see remove_strays)."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=f".partial{path.suffix}",
+                                dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_strays(folder: Path, alive: Callable[[int], bool] = _alive) -> list[Path]:
+    """Delete temporary outputs that killed stablekit processes left in `folder` (only stablekit's own
+    temporary names, and only those whose process is gone, as `alive` tells); returns what was removed."""
+    import shutil
+
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if not match or alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def _umask() -> int:
@@ -105,9 +151,7 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, overwrite: bool =
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create {path.parent}: {err.strerror}") from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temporary_path(path)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions

@@ -34,6 +34,7 @@ class ImageRequest:
     refiner: bool = False
     refiner_model: str = "sdxl-refiner"
     denoising_split: float = 0.8  # SDXL base runs to this fraction of the steps, the refiner from it
+    metadata: bool = True  # embed the parameters in the image (the sidecar is written either way)
     device: str | None = None
     dtype: str | None = None
     offload: str | None = None
@@ -55,6 +56,7 @@ class TextRequest:
     top_k: int = 50  # 0 = off
     repetition_penalty: float = 1.0
     stop: list[str] = dataclasses.field(default_factory=list)
+    trust_remote_code: bool = False  # run Python code shipped with a model folder: only when asked
     seed: int | None = None
     device: str | None = None
     dtype: str | None = None
@@ -74,6 +76,9 @@ class AudioRequest:
     num_inference_steps: int = 100
     guidance_scale: float = 7.0
     num_waveforms_per_prompt: int = 1
+    bit_depth: str | None = None  # 16, 24, 32f (wav) or 16, 24 (flac); None: the format's default
+    normalize: bool = True  # lower a clip that peaks beyond full scale, rather than clip it
+    metadata: bool = True  # title, software and parameters in the file's tags
     seed: int | None = None
     device: str | None = None
     dtype: str | None = None
@@ -97,6 +102,11 @@ class MeshRequest:
     chunk_size: int | None = None  # None: sized to the device's memory
     output_format: str | None = None  # glb obj ply stl; None: the --output extension, else glb
     up: str = "y"
+    face_count: int | None = None  # --faces: quadric decimation to about this many faces; None: keep all
+    texture_size: int | None = None  # --texture: bake a UV texture this many texels square; None: vertex colours
+    turntable: str | None = None  # --turntable: also write a video of the mesh turning (.mp4 .gif .webp)
+    turntable_views: int = 30
+    turntable_size: int = 256
     seed: int | None = None  # text-to-3D: the image's seed (TripoSR itself draws nothing)
     device: str | None = None
     dtype: str | None = None
@@ -124,6 +134,7 @@ class VideoRequest:
     min_guidance_scale: float = 1.0
     max_guidance_scale: float = 3.0
     decode_chunk_size: int | None = None  # None: the device plan's
+    metadata: bool = True  # the parameters in the file's comment / EXIF (the sidecar is written either way)
     seed: int | None = None
     device: str | None = None
     dtype: str | None = None
@@ -143,13 +154,13 @@ def settable_fields(command: str) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in _NOT_IN_PRESETS}
 
 
-def _accepts(annotation: Any, value: Any) -> bool:
+def accepts(annotation: Any, value: Any) -> bool:
     if typing.get_origin(annotation) is list:
         (item,) = typing.get_args(annotation)
-        return isinstance(value, list) and all(_accepts(item, v) for v in value)
+        return isinstance(value, list) and all(accepts(item, v) for v in value)
     options = typing.get_args(annotation) or (annotation,)
     for option in options:
-        if typing.get_origin(option) is list and _accepts(option, value):
+        if typing.get_origin(option) is list and accepts(option, value):
             return True
         if option is type(None) and value is None:
             return True
@@ -171,14 +182,14 @@ def check_values(command: str, values: dict[str, Any], where: str, error=PresetE
         if key not in fields:
             raise error(f"{where}: unknown key '{key}' for `stablekit {command}`",
                         hint=f"known keys: {', '.join(sorted(fields))}")
-        if not _accepts(fields[key], value):
-            raise error(f"{where}: '{key}' should be {_type_name(fields[key])}, got {value!r}")
+        if not accepts(fields[key], value):
+            raise error(f"{where}: '{key}' should be {type_name(fields[key])}, got {value!r}")
 
 
-def _type_name(annotation: Any) -> str:
+def type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is list:
-        return f"a list of {_type_name(typing.get_args(annotation)[0])}"
-    names = [_type_name(a) if typing.get_origin(a) else a.__name__
+        return f"a list of {type_name(typing.get_args(annotation)[0])}"
+    names = [type_name(a) if typing.get_origin(a) else a.__name__
              for a in (typing.get_args(annotation) or (annotation,)) if a is not type(None)]
     return " or ".join(names)
 

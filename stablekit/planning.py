@@ -1,13 +1,71 @@
-"""From a resolved model and request to a device plan: the step shared by every generating command."""
+"""A job planned on a machine: the device plan with its reasons, and the stages that must run first."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import devices, hub
 from .devices import DevicePlan, Hardware, Overrides, Workload
 from .registry import ModelSpec
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an engine decided before loading anything.
+
+    `memory_spec` is the record the planner saw (with an SDXL refiner, the refiner's UNet comes along);
+    `inputs` holds input files already read (they settle sizes); `stages` are plans of jobs whose outputs
+    this job consumes (the first frame of text-to-video), run before it.
+    """
+
+    job: Any  # stablekit.jobs.Job
+    hardware: Hardware
+    device_plan: DevicePlan
+    workload: Workload
+    memory_spec: ModelSpec
+    stages: tuple[Plan, ...] = ()
+    inputs: Any = None
+    role: str | None = None  # for a stage: what it makes for the next one ("the first frame")
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.job.spec
+
+    @property
+    def request(self) -> Any:
+        return self.job.request
+
+
+def overrides_of(request) -> Overrides:
+    return Overrides(device=request.device, dtype=request.dtype, offload=request.offload, vram_gib=request.vram)
+
+
+def plan_device(job, workload: Workload, hardware: Hardware, memory_spec: ModelSpec | None = None, *,
+                stages: tuple[Plan, ...] = (), inputs: Any = None) -> Plan:
+    """Plan the job's model on `hardware`; raises DoesNotFitError with what would fit."""
+    spec = memory_spec or job.spec
+    device_plan = devices.plan(spec, hardware, workload, overrides_of(job.request))
+    return Plan(job, hardware, device_plan, workload, spec, stages, inputs)
+
+
+def describe(plan: Plan) -> dict[str, Any]:
+    """What --dry-run shows: the model, where its files are, the hardware, the plan with its reasons, the job."""
+    state = hub.local_state(plan.spec)
+    return {
+        "model": plan.spec.id,
+        "source": plan.spec.source,
+        "files": {"status": state.status, "path": str(state.path) if state.path else None,
+                  "size_bytes": state.size_bytes},
+        "hardware": plan.hardware.to_dict(),
+        "workload": plan.workload.describe(),
+        "plan": plan.device_plan.to_dict(),
+        "request": asdict(plan.request),
+        "job": plan.job.to_dict(),
+    }
+
+
+# --- legacy shape, used by the mesh engine until it is ported to the protocol ----------------------------
 
 
 @dataclass(frozen=True)
@@ -18,52 +76,23 @@ class Prepared:
     workload: Workload
 
 
-def resolve_request(command: str, *, prompt: str, model: str | None, preset: str | None, flags: dict[str, Any],
-                    fallback_model: str | None = None, skip_defaults: tuple[str, ...] = (),
-                    **checkpoint: str | None) -> tuple[ModelSpec, Any]:
-    """The model and the request a command's flags mean: flag > preset > model defaults > global defaults.
-
-    The model itself comes from --model, else the preset, else `fallback_model`, else the command's default.
-    `skip_defaults` are model defaults that must not apply (an input image decides the size);
-    `checkpoint` passes --family/--config through for single-file checkpoints.
-    """
-    from . import params as requests
-    from .preset_files import load_preset
-    from .registry import load_registry
-
-    preset_values = load_preset(preset, command).values if preset else {}
-    model_name = model or preset_values.get("model") or fallback_model or requests.REQUESTS[command].model
-    spec = load_registry().resolve(model_name, command, **checkpoint)
-    defaults = {k: v for k, v in spec.defaults.items() if k not in skip_defaults}
-    request = requests.resolve(command, prompt=prompt, flags={**flags, "model": model_name}, preset=preset_values,
-                               model_defaults=defaults)
-    return spec, request
-
-
-def overrides_of(request) -> Overrides:
-    return Overrides(device=request.device, dtype=request.dtype, offload=request.offload, vram_gib=request.vram)
-
-
 def prepare(spec: ModelSpec, workload: Workload, overrides: Overrides, hardware: Hardware | None = None) -> Prepared:
-    """Probe the machine (unless given) and plan; raises DoesNotFitError with what would fit."""
     hardware = hardware or devices.probe()
     return Prepared(spec, hardware, devices.plan(spec, hardware, workload, overrides), workload)
 
 
-def describe(prepared: Prepared, request: Any | None = None) -> dict[str, Any]:
-    """What --dry-run shows: the model, where its files are, the hardware and the plan with its reasons."""
-    state = hub.local_state(prepared.spec)
-    data = {
-        "model": prepared.spec.id,
-        "source": prepared.spec.source,
-        "files": {"status": state.status, "path": str(state.path) if state.path else None,
-                  "size_bytes": state.size_bytes},
-        "hardware": prepared.hardware.to_dict(),
-        "workload": prepared.workload.describe(),
-        "plan": prepared.plan.to_dict(),
-    }
-    if request is not None:
-        from dataclasses import asdict
+def resolve_request(command: str, *, prompt: str, model: str | None, preset: str | None, flags: dict[str, Any],
+                    **_: Any) -> tuple[ModelSpec, Any]:
+    from .jobs import job_from
 
-        data["request"] = asdict(request)
-    return data
+    job = job_from(command, {**flags, "prompt": prompt, "model": model}, preset=preset)
+    return job.spec, job.request
+
+
+def describe_legacy(prepared: Prepared, request: Any) -> dict[str, Any]:
+    state = hub.local_state(prepared.spec)
+    return {"model": prepared.spec.id, "source": prepared.spec.source,
+            "files": {"status": state.status, "path": str(state.path) if state.path else None,
+                      "size_bytes": state.size_bytes},
+            "hardware": prepared.hardware.to_dict(), "workload": prepared.workload.describe(),
+            "plan": prepared.plan.to_dict(), "request": asdict(request)}

@@ -2,18 +2,15 @@
 
 The model renders a fixed window (47.55 s for Stable Audio Open) conditioned on where the clip starts and
 ends in it; the clip is cut from the decoded window to the requested length, to the sample. All waveforms
-of a run are rendered in one batch (waveform i uses seed + i) and written as soon as they are decoded.
+of a job are rendered in one batch (waveform i uses seed + i) and written as soon as they are decoded.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
-import secrets
-import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from .. import __version__, hub
@@ -21,15 +18,14 @@ from ..console import Progress
 from ..devices import Workload, apply, torch_dtype
 from ..errors import StablekitError, UsageError
 from ..loading import load_diffusers
-from ..outputs import OutputOptions, finish_before_interrupt, target_path
 from ..params import AudioRequest
-from ..planning import Prepared
-from ..provenance import record
+from ..planning import Plan, plan_device
 from ..registry import ModelSpec
+from ..sink import Output, Written
 from ..writers.audio import EXTENSIONS, AudioFormat, audio_format, write_audio
-from ..writers.sidecar import write_sidecar
 
-__all__ = ["EXTENSIONS", "generate", "output_format", "validate", "with_length", "workload"]
+__all__ = ["EXTENSIONS", "AudioSession", "load", "output_format", "plan", "session_key", "validate", "with_length",
+           "workload"]
 DEFAULT_EXTENSION = ".wav"
 _SLACK_S = 1e-9  # float noise in start + length
 
@@ -85,26 +81,30 @@ def validate(request: AudioRequest, spec: ModelSpec) -> None:
         raise UsageError(f"--guidance {request.guidance_scale}: must not be negative")
 
 
-def output_format(output: OutputOptions, bit_depth: str | None = None, normalize: bool = True) -> AudioFormat:
-    """The format named by -o's extension (.wav when it has none), checked with --bit-depth up front."""
-    suffix = Path(output.output).suffix.lower() if output.output else ""
+def output_format(output: str | None, bit_depth: str | None = None, normalize: bool = True) -> AudioFormat:
+    """The format named by the output's extension (.wav when it has none), checked with the bit depth up front."""
+    suffix = Path(output).suffix.lower() if output else ""
     return audio_format(suffix if suffix in EXTENSIONS else DEFAULT_EXTENSION, bit_depth, normalize)
 
 
-def with_seed(request: AudioRequest) -> AudioRequest:
-    """A request whose seed is fixed: the user's, or one drawn now so the run can be repeated."""
-    return request if request.seed is not None else replace(request, seed=secrets.randbelow(2**32))
+def plan(job, hardware) -> Plan:
+    validate(job.request, job.spec)
+    fmt = output_format(job.output, job.request.bit_depth, job.request.normalize)
+    return plan_device(job, workload(job.request), hardware, inputs=fmt)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Keep library noise off the terminal: torchsde's Brownian-interval tolerance warnings, the Oobleck
-    VAE's weight_norm deprecation, numpy's __array__ copy notice."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=r"torchsde(\..*)?")
-        warnings.filterwarnings("ignore", message=r".*weight_norm.*", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=r".*__array__.*copy", category=DeprecationWarning)
-        yield
+def session_key(plan: Plan) -> tuple:
+    p = plan.device_plan
+    return ("audio", plan.spec.id, plan.spec.revision, p.device, p.dtype, p.offload)
+
+
+def load(plan: Plan, progress: Progress = Progress()) -> AudioSession:
+    spec, device_plan = plan.spec, plan.device_plan
+    folder = hub.ensure_local(spec)
+    progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device}, offload {device_plan.offload})")
+    pipe = apply(load_diffusers(spec, folder, torch_dtype(device_plan)), device_plan)
+    pipe.set_progress_bar_config(disable=True)
+    return AudioSession(pipe, folder, progress)
 
 
 def _step_callback(pipe, advance: Callable[[], None]) -> dict:
@@ -121,76 +121,73 @@ def _step_callback(pipe, advance: Callable[[], None]) -> dict:
     return {}
 
 
-def generate(prepared: Prepared, request: AudioRequest, output: OutputOptions, progress: Progress = Progress(),
-             on_output: Callable[[dict], None] = lambda item: None, *,
-             fmt: AudioFormat | None = None) -> list[Path]:
-    """Load once, render the `num_waveforms_per_prompt` waveforms together, write each with its sidecar."""
-    with _quiet():
-        return _generate(prepared, request, output, progress, on_output, fmt or output_format(output))
+class AudioSession:
+    """A loaded Stable Audio pipeline: each job's waveforms render together (waveform i uses seed + i)."""
 
+    def __init__(self, pipe, folder: Path, progress: Progress) -> None:
+        self.pipe, self.folder, self.progress = pipe, folder, progress
 
-def _generate(prepared, request, output, progress, on_output, fmt) -> list[Path]:
-    import numpy as np
-    import torch
+    def close(self) -> None:
+        self.pipe = None
 
-    spec, plan = prepared.spec, prepared.plan
-    if request.seed is None:
-        request = with_seed(request)
-        progress.note(f"seed {request.seed} (drawn; pass --seed {request.seed} to repeat)")
-    folder = hub.ensure_local(spec)
-    progress.stage(f"Loading {spec.id} ({plan.dtype} on {plan.device}, offload {plan.offload})")
-    pipe = apply(load_diffusers(spec, folder, torch_dtype(plan)), plan)
-    pipe.set_progress_bar_config(disable=True)
+    def run(self, plan: Plan, sink, inputs: dict | None = None) -> None:
+        import numpy as np
+        import torch
 
-    sample_rate = int(pipe.vae.config.sampling_rate)
-    channels = int(pipe.vae.config.audio_channels)
-    window = int(pipe.transformer.config.sample_size) * int(pipe.vae.hop_length)  # samples the model renders
-    _check_window(request, spec.id, window / sample_rate, loaded=True)
-    frames = round(length_of(request) * sample_rate)
-    if frames < 1:
-        raise UsageError(f"--seconds {length_of(request):g}: shorter than one sample at {sample_rate} Hz")
-    first = max(0, min(round(request.audio_start_in_s * sample_rate), window - frames))
+        pipe, request, spec, progress = self.pipe, plan.request, plan.spec, self.progress
+        sample_rate = int(pipe.vae.config.sampling_rate)
+        channels = int(pipe.vae.config.audio_channels)
+        window = int(pipe.transformer.config.sample_size) * int(pipe.vae.hop_length)  # samples the model renders
+        _check_window(request, spec.id, window / sample_rate, loaded=True)
+        frames = round(length_of(request) * sample_rate)
+        if frames < 1:
+            raise UsageError(f"--seconds {length_of(request):g}: shorter than one sample at {sample_rate} Hz")
+        first = max(0, min(round(request.audio_start_in_s * sample_rate), window - frames))
+        count = request.num_waveforms_per_prompt
+        seeds = [request.seed + i for i in range(count)]
+        generators = [torch.Generator(plan.device_plan.generator_device).manual_seed(s) for s in seeds]
+        label = f"audio {length_of(request):g} s" + (f" x{count}" if count > 1 else "")
+        with progress.task(label, total=request.num_inference_steps) as advance, torch.inference_mode():
+            # Latents out, decoded and cut here: the pipeline cuts at int(seconds * rate), a sample short at times.
+            latents = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
+                           audio_start_in_s=request.audio_start_in_s, audio_end_in_s=request.audio_end_in_s,
+                           num_inference_steps=request.num_inference_steps, guidance_scale=request.guidance_scale,
+                           num_waveforms_per_prompt=count, generator=generators, output_type="latent",
+                           **_step_callback(pipe, advance)).audios
+        progress.stage("Decoding")
+        with torch.inference_mode():
+            audio = pipe.vae.decode(latents).sample[:, :, first:first + frames]
+            pipe.maybe_free_model_hooks()
+        waveforms = audio.float().cpu().numpy()
+        if not np.isfinite(waveforms).all():
+            raise StablekitError(f"{spec.id} produced invalid samples (NaN or infinity); nothing written",
+                                 hint="try --dtype float32" if plan.device_plan.dtype != "float32" else None)
+        details = {"scheduler": type(pipe.scheduler).__name__, "sample_rate": sample_rate, "channels": channels,
+                   "frames": frames}
+        for index, (waveform, seed) in enumerate(zip(waveforms, seeds, strict=True)):
+            sink.emit(plan.job, self._output(plan, waveform, seed, index, details))
 
-    count = request.num_waveforms_per_prompt
-    seeds = [request.seed + i for i in range(count)]
-    generators = [torch.Generator(plan.generator_device).manual_seed(s) for s in seeds]
-    negative = request.negative_prompt or None  # --negative "" means none
-    label = f"audio {length_of(request):g} s" + (f" x{count}" if count > 1 else "")
-    with progress.task(label, total=request.num_inference_steps) as advance, torch.inference_mode():
-        # Latents out, decoded and cut here: the pipeline cuts at int(seconds * rate), a sample short at times.
-        latents = pipe(prompt=request.prompt, negative_prompt=negative,
-                       audio_start_in_s=request.audio_start_in_s, audio_end_in_s=request.audio_end_in_s,
-                       num_inference_steps=request.num_inference_steps, guidance_scale=request.guidance_scale,
-                       num_waveforms_per_prompt=count, generator=generators, output_type="latent",
-                       **_step_callback(pipe, advance)).audios
-        audio = pipe.vae.decode(latents).sample[:, :, first:first + frames]
-        pipe.maybe_free_model_hooks()
-    waveforms = audio.float().cpu().numpy()
-    if not np.isfinite(waveforms).all():
-        raise StablekitError(f"{spec.id} produced invalid samples (NaN or infinity); nothing written",
-                             hint="try --dtype float32" if plan.dtype != "float32" else None)
+    def _output(self, plan: Plan, waveform, seed: int, index: int, details: dict) -> Output:
+        fmt, request, spec = plan.inputs, plan.request, plan.spec
+        params = {**plan.job.to_dict(), **details, "seed": seed, "index": index, "model": spec.id,
+                  "format": fmt.container, "subtype": fmt.subtype, "bit_depth": fmt.bit_depth}
+        sample_rate = details["sample_rate"]
 
-    sampler = type(pipe.scheduler).__name__
-    written: list[Path] = []
-    for index, (waveform, seed) in enumerate(zip(waveforms, seeds, strict=True)):
-        params = {**asdict(request), "seed": seed, "index": index, "scheduler": sampler, "model": spec.id,
-                  "sample_rate": sample_rate, "channels": channels, "frames": frames,
-                  "format": fmt.container, "subtype": fmt.subtype, "bit_depth": fmt.bit_depth,
-                  "normalize": fmt.normalize, "stablekit_version": __version__}
-        path = target_path(output, model=spec.id, seed=seed, index=index, count=count, prompt=request.prompt,
-                           extension=DEFAULT_EXTENSION)
-        tags = {"title": request.prompt, "software": f"stablekit {__version__} ({spec.id})",
-                "comment": _json(params)}
-        with finish_before_interrupt():
-            path, level = write_audio(waveform.T, sample_rate, path, fmt, tags=tags, overwrite=output.overwrite)
-            _report_level(progress, path, level, fmt)
+        def write(path: Path, overwrite: bool) -> Written:
+            tags = None
+            if request.metadata:
+                embedded = {**params, "command": "audio", "stablekit_version": __version__}
+                tags = {"title": request.prompt, "software": f"stablekit {__version__} ({spec.id})",
+                        "comment": _json(embedded)}
+            written, level = write_audio(waveform.T, sample_rate, path, fmt, tags=tags, overwrite=overwrite)
+            _report_level(self.progress, written, level, fmt)
             params.update(level.to_dict())
-            sidecar = write_sidecar(path, record(spec=spec, model_path=str(folder), parameters=params,
-                                                 plan=plan, output=path.name))
-            written.append(path)
-            on_output({"path": str(path), "seed": seed, "index": index, "model": spec.id, "sidecar": str(sidecar),
-                       "sample_rate": sample_rate, "channels": channels, "seconds": frames / sample_rate})
-    return written
+            return Written(written)
+
+        info = {"sample_rate": sample_rate, "channels": details["channels"],
+                "seconds": details["frames"] / sample_rate}
+        return Output("audio", DEFAULT_EXTENSION, write, params, plan, self.folder, seed=seed, name=request.prompt,
+                      info=info)
 
 
 def _json(params: dict) -> str:

@@ -1,15 +1,13 @@
 """Images with the Stable Diffusion families through diffusers: txt2img, img2img, inpainting, SDXL refiner.
 
-The model is loaded once per run; img2img and inpainting pipelines are derived from it (`from_pipe`), the
-SDXL refiner shares its text encoder and VAE. Each image is written as soon as it is decoded.
+A session holds one loaded pipeline (and refiner); img2img and inpainting pipelines are derived from it
+(`from_pipe`), the SDXL refiner shares its text encoder and VAE. Each image goes to the sink as soon as it
+is decoded; image i of a job uses seed + i.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import secrets
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,84 +18,18 @@ from ..devices import Workload, apply, torch_dtype
 from ..errors import StablekitError, UsageError
 from ..image_inputs import prepare as prepare_inputs
 from ..loading import load_diffusers
-from ..outputs import OutputOptions, finish_before_interrupt, target_path
-from ..params import ImageRequest
-from ..params import resolve as resolve_request
-from ..planning import Prepared, overrides_of, prepare
-from ..provenance import record
-from ..registry import HUB_ID, MemoryProfile, ModelSpec, load_registry
+from ..planning import Plan, plan_device
+from ..registry import MemoryProfile, ModelSpec, load_registry
+from ..sink import Output, Written
 from ..writers.image import EXTENSIONS, write_image
-from ..writers.sidecar import write_sidecar
+from .image_checks import Lora, parse_lora, strength_of, task_of, validate
 
-__all__ = ["EXTENSIONS", "ImageStage", "fit_inputs", "generate", "plan_spec", "plan_stage", "task_of", "validate",
-           "workload"]
+__all__ = ["EXTENSIONS", "ImageSession", "load", "plan", "session_key", "task_of", "validate"]
 # Registry defaults that are pipeline-call arguments rather than request fields.
 _PIPELINE_EXTRAS = ("max_sequence_length", "skip_guidance_layers")
 _FP16_FIX_VAE = "sdxl-vae-fp16-fix"
-
-
-def task_of(request: ImageRequest) -> str:
-    if request.mask:
-        return "inpaint"
-    return "img2img" if request.image else "txt2img"
-
-
-def strength_of(request: ImageRequest) -> float | None:
-    """How much of the input image is repainted: the user's, else 0.8 for img2img and 1.0 for inpainting."""
-    if not request.image:
-        return None
-    if request.strength is not None:
-        return request.strength
-    return 1.0 if request.mask else 0.8
-
-
-def workload(request: ImageRequest) -> Workload:
-    return Workload(width=request.width, height=request.height, batch=min(request.batch_size, request.num_images))
-
-
-def validate(request: ImageRequest, spec: ModelSpec, prompts: list[str] | None = None) -> None:
-    """Reject what the pipeline would choke on, before anything is loaded."""
-    if not prompts and not request.prompt.strip():
-        raise UsageError("the prompt is empty")
-    task = task_of(request)
-    if request.mask and not request.image:
-        raise UsageError("--mask needs --image (the picture to paint into)")
-    if task not in spec.tasks:
-        raise UsageError(f"{spec.id} cannot do {task} (it does: {', '.join(spec.tasks)})")
-    multiple = int(spec.limits.get("size_multiple", 8))
-    for name in ("width", "height"):
-        value = getattr(request, name)
-        if value is None and request.image:
-            continue  # taken from the input image
-        if value is None or value <= 0 or value % multiple:
-            raise UsageError(f"--{name} {value}: must be a positive multiple of {multiple} for {spec.id}")
-    for name, flag in (("num_inference_steps", "--steps"), ("num_images", "--count"), ("batch_size", "--batch-size")):
-        if getattr(request, name) < 1:
-            raise UsageError(f"{flag} {getattr(request, name)}: must be at least 1")
-    if request.guidance_scale < 0:
-        raise UsageError(f"--guidance {request.guidance_scale}: must not be negative")
-    if request.strength is not None and not request.image:
-        raise UsageError("--strength needs --image")
-    strength = strength_of(request)
-    if strength is not None:
-        if not 0 < strength <= 1:
-            raise UsageError(f"--strength {strength}: must be in (0, 1]")
-        if int(request.num_inference_steps * strength) < 1:
-            raise UsageError(f"--steps {request.num_inference_steps} at --strength {strength} runs no step",
-                             hint=f"use --steps {int(1 / strength) + 1} or more")
-    if request.refiner:
-        if spec.family != "sdxl" or task != "txt2img":
-            raise UsageError("--refiner works with SDXL text-to-image only")
-        if not 0 < request.denoising_split < 1:
-            raise UsageError(f"--refiner-split {request.denoising_split}: must be between 0 and 1")
-    schedulers.check(request.scheduler, spec.family)
-    for text in request.loras or []:
-        lora = parse_lora(text)
-        path = Path(lora.source).expanduser()
-        if path.is_file() and path.suffix != ".safetensors":
-            raise UsageError(f"--lora {lora.source}: only .safetensors LoRA files are loaded (pickles can run code)")
-        if not path.exists() and (path.suffix or not HUB_ID.match(lora.source)):
-            raise UsageError(f"--lora {lora.source}: no such file or folder (nor a hub repo id ORG/NAME)")
+# How many were made alongside: not this image's pixels, so not embedded in it.
+_RUN_ONLY = ("num_images", "outputs_in_run", "index")
 
 
 @dataclass(frozen=True)
@@ -109,38 +41,25 @@ class InputImages:
     rule: str
 
 
-def fit_inputs(request: ImageRequest, spec: ModelSpec) -> tuple[ImageRequest, InputImages]:
-    """Read --image/--mask and settle the output size by the documented rule (before planning)."""
-    multiple = int(spec.limits.get("size_multiple", 8))
-    image, mask, width, height, rule = prepare_inputs(request.image, request.mask, request.width, request.height,
-                                                      multiple)
-    return replace(request, width=width, height=height), InputImages(image, mask, rule)
+def workload(request) -> Workload:
+    return Workload(width=request.width, height=request.height, batch=min(request.batch_size, request.num_images))
 
 
-@dataclass(frozen=True)
-class Lora:
-    source: str
-    scale: float
-
-    @property
-    def name(self) -> str:
-        return Path(self.source).stem if Path(self.source).suffix else Path(self.source).name
-
-
-def parse_lora(text: str) -> Lora:
-    """PATH_OR_REPO[:SCALE]; a trailing number after the last colon is the scale (default 1.0)."""
-    source, _, scale = text.rpartition(":")
-    if source and scale:
-        try:
-            return Lora(source, float(scale))
-        except ValueError:
-            pass
-    if not text:
-        raise UsageError("--lora: empty")
-    return Lora(text, 1.0)
+def plan(job, hardware) -> Plan:
+    """Check the request, read --image/--mask (they settle the size), and plan the model (with its refiner)."""
+    spec = job.spec
+    validate(job.request, spec)
+    inputs = None
+    if job.request.image:
+        multiple = int(spec.limits.get("size_multiple", 8))
+        image, mask, width, height, rule = prepare_inputs(job.request.image, job.request.mask, job.request.width,
+                                                          job.request.height, multiple)
+        job = job.with_request(width=width, height=height)
+        inputs = InputImages(image, mask, rule)
+    return plan_device(job, workload(job.request), hardware, _memory_spec(spec, job.request), inputs=inputs)
 
 
-def plan_spec(spec: ModelSpec, request: ImageRequest) -> ModelSpec:
+def _memory_spec(spec: ModelSpec, request) -> ModelSpec:
     """The spec whose memory the planner sees: with --refiner, the refiner's UNet comes along."""
     if not request.refiner:
         return spec
@@ -149,65 +68,32 @@ def plan_spec(spec: ModelSpec, request: ImageRequest) -> ModelSpec:
     return replace(spec, memory=MemoryProfile(**{**asdict(spec.memory), "params": params}))
 
 
-@dataclass(frozen=True)
-class ImageStage:
-    """An image another engine draws first from a prompt (text-to-video, text-to-3D): planned, not loaded."""
-
-    prepared: Prepared
-    request: ImageRequest
-
-
-def plan_stage(model: str, prompt: str, flags: dict[str, Any], hardware=None) -> ImageStage:
-    """Resolve, check and plan `--image-model` for a prompt, with the other engine's seed, size and device flags."""
-    spec = load_registry().resolve(model, "image")
-    request = resolve_request("image", prompt=prompt, flags={**flags, "model": model}, preset={},
-                              model_defaults=spec.defaults)
-    try:
-        validate(request, spec)
-    except UsageError as err:
-        err.message = f"--image-model {spec.id}: {err.message}"
-        raise
-    return ImageStage(prepare(plan_spec(spec, request), workload(request), overrides_of(request), hardware), request)
+def session_key(plan: Plan) -> tuple:
+    """A loaded pipeline serves every job with the same weights, task, LoRAs and placement."""
+    r, p = plan.request, plan.device_plan
+    return ("image", plan.spec.id, plan.spec.revision, task_of(r), tuple(r.loras or ()),
+            r.refiner_model if r.refiner else None, p.device, p.dtype, p.offload, p.vae_tiling, p.vae_slicing)
 
 
-@dataclass
-class _Session:
-    """Everything loaded once for a run."""
-
-    pipe: Any
-    refiner: Any
-    folder: Path
-    sampler: str
-    loras: list[Lora]
-    extras: dict[str, Any]
-
-
-def _load(prepared: Prepared, request: ImageRequest, progress: Progress) -> _Session:
-    spec, plan = prepared.spec, prepared.plan
+def load(plan: Plan, progress: Progress = Progress()) -> ImageSession:
+    spec, device_plan, request = plan.spec, plan.device_plan, plan.request
     folder = hub.ensure_local(spec)
-    progress.stage(f"Loading {spec.id} ({plan.dtype} on {plan.device}, offload {plan.offload})")
-    dtype = torch_dtype(plan)
+    progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device}, offload {device_plan.offload})")
+    dtype = torch_dtype(device_plan)
     components = {}
-    if spec.family == "sdxl" and plan.dtype == "float16":
+    if spec.family == "sdxl" and device_plan.dtype == "float16":
         components.update(_fp16_safe_vae(dtype, progress))
     base = load_diffusers(spec, folder, dtype, **components)
     pipe = _derive(base, task_of(request))
-    refiner = None
-    if request.refiner:
-        refiner = _load_refiner(request, base, dtype, progress)
-    sampler = schedulers.apply(pipe, request.scheduler)
+    refiner = _load_refiner(request, base, dtype, progress) if request.refiner else None
     loras = [parse_lora(text) for text in request.loras or []]
     if loras:
         _load_loras(pipe, loras)
     for module in (pipe, refiner):
         if module is not None:
-            apply(module, plan)
+            apply(module, device_plan)
             module.set_progress_bar_config(disable=True)
-    accepted = inspect.signature(pipe.__call__).parameters
-    extras = {k: spec.defaults[k] for k in _PIPELINE_EXTRAS if k in spec.defaults and k in accepted}
-    # Input images are already sized; pipelines that take a size get it said (some default to their own).
-    extras.update({k: getattr(request, k) for k in ("width", "height") if k in accepted})
-    return _Session(pipe, refiner, folder, sampler, loras, extras)
+    return ImageSession(pipe, refiner, folder, loras, progress)
 
 
 def _derive(base, task: str):
@@ -221,19 +107,29 @@ def _derive(base, task: str):
 
 
 def _fp16_safe_vae(dtype, progress: Progress) -> dict[str, Any]:
-    """SDXL's VAE overflows in fp16: use the fp16-fix VAE when it is available, else let it upcast."""
+    """SDXL's VAE overflows in fp16: use the fp16-fix VAE when it is on disk; else download it, saying so first,
+    and when that cannot be done, let SDXL's own VAE upcast (said too)."""
+    from ..errors import GatedModelError, ModelNotDownloadedError, ModelUnavailableError
+
     spec = load_registry().get(_FP16_FIX_VAE)
-    state = hub.local_state(spec)
-    if not state.ready and hub.offline():
-        progress.note(f"{_FP16_FIX_VAE} is not downloaded: the SDXL VAE decodes in fp32 instead (slower)")
-        return {}
+    fallback = "the SDXL VAE decodes in fp32 instead (slower)"
+    if not hub.local_state(spec).ready:
+        if hub.offline():
+            progress.note(f"{_FP16_FIX_VAE} is not downloaded: {fallback}")
+            return {}
+        size = spec.memory.total_params * 2e6 / 1024**3
+        progress.stage(f"Downloading {_FP16_FIX_VAE} ({spec.repo}, {size:.2f} GiB) once: SDXL's own VAE overflows "
+                       "in float16")
+        try:
+            hub.ensure_local(spec)
+        except (ModelNotDownloadedError, ModelUnavailableError, GatedModelError) as err:
+            progress.note(f"{_FP16_FIX_VAE} could not be downloaded ({err.message}): {fallback}")
+            return {}
     return {"vae": load_diffusers(spec, hub.ensure_local(spec), dtype)}
 
 
-def _load_refiner(request: ImageRequest, base, dtype, progress: Progress):
+def _load_refiner(request, base, dtype, progress: Progress):
     spec = load_registry().resolve(request.refiner_model, "image")
-    if spec.family != "sdxl":
-        raise UsageError(f"--refiner-model {spec.id}: not an SDXL model")
     progress.stage(f"Loading refiner {spec.id}")
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
@@ -245,12 +141,15 @@ def _load_refiner(request: ImageRequest, base, dtype, progress: Progress):
 
 
 def _load_loras(pipe, loras: list[Lora]) -> None:
+    from ..checkpoints import tensor_names
+
     names = []
     for index, lora in enumerate(loras):
         source = Path(lora.source).expanduser()
         name = f"lora{index}"
         try:
             if source.is_file():
+                tensor_names(source)  # a file that is not safetensors is said plainly (InputError), not by peft
                 pipe.load_lora_weights(str(source.parent), weight_name=source.name, adapter_name=name,
                                        use_safetensors=True)
             else:
@@ -264,6 +163,105 @@ def _load_loras(pipe, loras: list[Lora]) -> None:
                                  f"({str(err).splitlines()[0]})", hint="is it a LoRA for this model family?") from err
         names.append(name)
     pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
+
+
+class ImageSession:
+    """A loaded pipeline (and refiner) that renders any number of image jobs it was loaded for."""
+
+    def __init__(self, pipe, refiner, folder: Path, loras: list[Lora], progress: Progress) -> None:
+        self.pipe, self.refiner, self.folder, self.loras, self.progress = pipe, refiner, folder, loras, progress
+
+    def close(self) -> None:
+        self.pipe = self.refiner = None
+
+    def run(self, plan: Plan, sink, inputs: dict | None = None) -> None:
+        """Render the job's images in batches of `batch_size`, each handed to the sink as soon as it is decoded."""
+        request, progress = plan.request, self.progress
+        sampler = schedulers.apply(self.pipe, request.scheduler)
+        extras = self._extras(plan)
+        images_in: dict[str, Any] = {}
+        if plan.inputs is not None:
+            images_in = {"image": plan.inputs.image}
+            if plan.inputs.mask is not None:
+                images_in["mask_image"] = plan.inputs.mask
+            progress.note(plan.inputs.rule)
+        _window_warnings(self.pipe, request.prompt, extras, progress)
+        total = request.num_images
+        for start in range(0, total, request.batch_size):
+            size = min(request.batch_size, total - start)
+            seeds = [request.seed + start + i for i in range(size)]
+            label = f"image {start + 1}" + (f"-{start + size}" if size > 1 else "") + f"/{total}"
+            batch_in = {key: [value] * size for key, value in images_in.items()}
+            images = self._render(request, seeds, {**extras, **batch_in}, label, plan.device_plan.generator_device)
+            for offset, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+                sink.emit(plan.job, self._output(plan, image, seed, start + offset, sampler, extras))
+
+    def _extras(self, plan: Plan) -> dict[str, Any]:
+        accepted = inspect.signature(self.pipe.__call__).parameters
+        defaults = plan.spec.defaults
+        extras = {k: defaults[k] for k in _PIPELINE_EXTRAS if k in defaults and k in accepted}
+        # Input images are already sized; pipelines that take a size get it said (some default to their own).
+        extras.update({k: getattr(plan.request, k) for k in ("width", "height") if k in accepted})
+        return extras
+
+    def _render(self, request, seeds: list[int], call_extras: dict[str, Any], label: str, generator_device: str):
+        """One batch: the pipeline (and refiner), NaN check with one fp32 re-decode, PIL images out."""
+        import torch
+
+        generators = [torch.Generator(generator_device).manual_seed(seed) for seed in seeds]
+        count = len(seeds)
+        negative = [request.negative_prompt] * count if request.negative_prompt else None
+        call: dict[str, Any] = dict(prompt=[request.prompt] * count, negative_prompt=negative,
+                                    num_inference_steps=request.num_inference_steps,
+                                    guidance_scale=request.guidance_scale, generator=generators, **call_extras)
+        steps = request.num_inference_steps
+        if "image" in call_extras:
+            call["strength"] = strength_of(request)
+            steps = int(steps * call["strength"])
+        final: dict[str, Any] = {}
+        with self.progress.task(label, total=steps) as advance, torch.inference_mode():
+            def on_step(pipe, _step, _timestep, tensors):
+                advance()
+                final["pipe"], final["latents"] = pipe, tensors.get("latents")
+                return tensors
+
+            if self.refiner is None:
+                images = self.pipe(**call, output_type="np", callback_on_step_end=on_step).images
+            else:
+                latents = self.pipe(**call, output_type="latent", denoising_end=request.denoising_split,
+                                    callback_on_step_end=on_step).images
+                images = self.refiner(prompt=call["prompt"], negative_prompt=negative, image=latents,
+                                      num_inference_steps=request.num_inference_steps,
+                                      denoising_start=request.denoising_split, guidance_scale=request.guidance_scale,
+                                      generator=generators, output_type="np", callback_on_step_end=on_step).images
+        if _bad(images) and final.get("latents") is not None:
+            self.progress.note("the decoded image is NaN or black (fp16 VAE overflow): decoding again in fp32")
+            images = _decode_fp32(final["pipe"], final["latents"])
+            if _bad(images):
+                raise StablekitError("the model produced NaN or black images, even decoded in fp32",
+                                     hint="try --dtype float32 or bfloat16, or another seed")
+        return self.pipe.image_processor.numpy_to_pil(images)
+
+    def _output(self, plan: Plan, image, seed: int, index: int, sampler: str, extras: dict[str, Any]) -> Output:
+        request = plan.request
+        params = {**plan.job.to_dict(), **extras, "seed": seed, "index": index, "strength": strength_of(request),
+                  "outputs_in_run": request.num_images, "task": task_of(request), "sampler": sampler,
+                  "model": plan.spec.id, "lora_details": [lora.to_dict() for lora in self.loras],
+                  "stablekit_version": __version__}
+        if not request.refiner:
+            params.pop("refiner_model")
+            params.pop("denoising_split")
+        embedded = None
+        if request.metadata:
+            embedded = {k: v for k, v in params.items() if k not in _RUN_ONLY}
+            embedded["loras"] = params["lora_details"]
+
+        def write(path: Path, overwrite: bool) -> Written:
+            return Written(write_image(image, path, embedded, overwrite=overwrite))
+
+        extension = Path(plan.job.output).suffix.lower() if plan.job.output and Path(plan.job.output).suffix else ".png"
+        return Output("image", extension, write, params, plan, self.folder, seed=seed, name=request.prompt,
+                      value=image)
 
 
 def _window_warnings(pipe, prompt: str, extras: dict[str, Any], progress: Progress) -> None:
@@ -303,110 +301,53 @@ def _decode_fp32(pipe, latents):
         vae.to(original)
 
 
-def _render(session: _Session, request: ImageRequest, prompt: str, seeds: list[int], inputs: dict[str, Any],
-            progress: Progress, label: str, generator_device: str):
-    """One batch: the pipeline (and refiner), NaN check with one fp32 re-decode, PIL images out."""
-    import torch
+def stage(job, prompt: str, hardware, *, role: str, keep_as: str | None = None) -> Plan:
+    """The image another job draws first from its prompt (text-to-video, text-to-3D), planned as an image job
+    of its own at that job's seed, size and device flags; kept as a file named `keep_as` when given."""
+    from ..jobs import job_from
 
-    generators = [torch.Generator(generator_device).manual_seed(seed) for seed in seeds]
-    count = len(seeds)
-    call: dict[str, Any] = dict(
-        prompt=[prompt] * count, negative_prompt=[request.negative_prompt] * count if request.negative_prompt else None,
-        num_inference_steps=request.num_inference_steps, guidance_scale=request.guidance_scale,
-        generator=generators, **session.extras, **inputs)
-    steps = request.num_inference_steps
-    if "image" in inputs:
-        call["strength"] = strength_of(request)
-        steps = int(steps * call["strength"])
-    final: dict[str, Any] = {}
-    with progress.task(label, total=steps) as advance, torch.inference_mode():
-        def on_step(pipe, _step, _timestep, tensors):
-            advance()
-            final["pipe"], final["latents"] = pipe, tensors.get("latents")
-            return tensors
-
-        if session.refiner is None:
-            images = session.pipe(**call, output_type="np", callback_on_step_end=on_step).images
-        else:
-            latents = session.pipe(**call, output_type="latent", denoising_end=request.denoising_split,
-                                   callback_on_step_end=on_step).images
-            images = session.refiner(prompt=call["prompt"], negative_prompt=call["negative_prompt"], image=latents,
-                                     num_inference_steps=request.num_inference_steps,
-                                     denoising_start=request.denoising_split, guidance_scale=request.guidance_scale,
-                                     generator=generators, output_type="np", callback_on_step_end=on_step).images
-    if _bad(images) and final.get("latents") is not None:
-        progress.note("the decoded image is NaN or black (fp16 VAE overflow): decoding again in fp32")
-        images = _decode_fp32(final["pipe"], final["latents"])
-        if _bad(images):
-            raise StablekitError("the model produced NaN or black images, even decoded in fp32",
-                                 hint="try --dtype float32 or bfloat16, or another seed")
-    return session.pipe.image_processor.numpy_to_pil(images)
+    request = job.request
+    values = {"prompt": prompt, "model": request.image_model, "seed": request.seed, "output": keep_as,
+              "width": getattr(request, "width", None), "height": getattr(request, "height", None),
+              "device": request.device, "dtype": request.dtype, "offload": request.offload, "vram": request.vram}
+    try:
+        image_job = job_from("image", values, where="--image-model")
+        return replace(plan(image_job, hardware), role=role)
+    except UsageError as err:
+        if not err.message.startswith("--image-model"):
+            err.message = f"--image-model {request.image_model}: {err.message}"
+        raise
 
 
-def generate(prepared: Prepared, request: ImageRequest, output: OutputOptions, progress: Progress = Progress(),
-             on_output: Callable[[dict], None] = lambda item: None, prompts: list[str] | None = None,
-             metadata: bool = True, source: InputImages | None = None) -> list[Path]:
-    """Load once, then render every prompt's images (output n of the run uses seed + n), writing each at once.
-
-    `source` is what fit_inputs() made of --image/--mask; it is read here when not given.
-    """
-    if request.image and source is None:
-        request, source = fit_inputs(request, prepared.spec)
-    plan = prepared.plan
-    prompts = prompts or [request.prompt]
-    if request.seed is None:
-        request = replace(request, seed=secrets.randbelow(2**32))
-        progress.note(f"seed {request.seed} (drawn; pass --seed {request.seed} to repeat)")
-    inputs: dict[str, Any] = {}
-    if source is not None:
-        inputs = {"image": source.image} | ({"mask_image": source.mask} if source.mask is not None else {})
-    session = _load(prepared, request, progress)
-    total = len(prompts) * request.num_images
-    written: list[Path] = []
-    number = 0
-    for prompt in prompts:
-        _window_warnings(session.pipe, prompt, session.extras, progress)
-        for start in range(0, request.num_images, request.batch_size):
-            size = min(request.batch_size, request.num_images - start)
-            seeds = [request.seed + number + i for i in range(size)]
-            batch_inputs = _batched(inputs, size)
-            label = f"image {number + 1}" + (f"-{number + size}" if size > 1 else "") + f"/{total}"
-            images = _render(session, request, prompt, seeds, batch_inputs, progress, label, plan.generator_device)
-            for image, seed in zip(images, seeds, strict=True):
-                written.append(_write(image, seed, number, total, prompt, request, session, prepared, output,
-                                      metadata, on_output))
-                number += 1
-    return written
+# --- legacy shape, used by the mesh engine until it is ported to the protocol ----------------------------
 
 
-def _batched(inputs: dict[str, Any], size: int) -> dict[str, Any]:
-    """One input image (and mask) per image of the batch."""
-    if "image" not in inputs:
-        return inputs
-    return {key: [value] * size for key, value in inputs.items()}
+@dataclass(frozen=True)
+class ImageStage:
+    prepared: Any
+    request: Any
+    plan: Plan
 
 
-def _write(image, seed: int, index: int, total: int, prompt: str, request: ImageRequest, session: _Session,
-           prepared: Prepared, output: OutputOptions, metadata: bool, on_output) -> Path:
-    spec, plan = prepared.spec, prepared.plan
-    params = {**dataclasses.asdict(request), **session.extras, "prompt": prompt, "seed": seed, "index": index,
-              "strength": strength_of(request),
-              "outputs_in_run": total, "task": task_of(request), "sampler": session.sampler, "model": spec.id,
-              "loras": [{"name": lora.name, "source": lora.source, "scale": lora.scale} for lora in session.loras],
-              "stablekit_version": __version__}
-    if not request.refiner:
-        params.pop("refiner_model")
-        params.pop("denoising_split")
-    extension = Path(output.output).suffix.lower() if output.output and Path(output.output).suffix else ".png"
-    path = target_path(output, model=spec.id, seed=seed, index=index, count=total, prompt=prompt,
-                       extension=extension)
-    # The image carries what decides its pixels, so re-rendering image n alone gives the same bytes.
-    run_only = ("num_images", "outputs_in_run", "index")  # how many were made alongside: not this image's pixels
-    embedded = {k: v for k, v in params.items() if k not in run_only} if metadata else None
-    with finish_before_interrupt():
-        path = write_image(image, path, embedded, overwrite=output.overwrite)
-        sidecar = write_sidecar(path, record(spec=spec, model_path=str(session.folder), parameters=params,
-                                             plan=plan, output=path.name))
-        on_output({"path": str(path), "seed": seed, "index": index, "model": spec.id, "prompt": prompt,
-                   "sidecar": str(sidecar)})
-    return path
+def plan_stage(model: str, prompt: str, flags: dict[str, Any], hardware=None) -> ImageStage:
+    from ..devices import probe
+    from ..jobs import job_from
+    from ..planning import Prepared
+
+    try:
+        planned = plan(job_from("image", {**flags, "prompt": prompt, "model": model}), hardware or probe())
+    except UsageError as err:
+        err.message = f"--image-model {model}: {err.message}"
+        raise
+    prepared = Prepared(planned.spec, planned.hardware, planned.device_plan, planned.workload)
+    return ImageStage(prepared, planned.request, planned)
+
+
+def generate(prepared, request, output, progress: Progress = Progress(), on_output=lambda item: None) -> list[Path]:
+    from ..jobs import job_from
+    from ..runner import run
+    from ..sink import Sink
+
+    job = job_from("image", {**asdict(request), "output": output.output})
+    sink = Sink(output.output_dir, overwrite=output.overwrite, on_result=on_output)
+    return [Path(item["path"]) for item in run([job], sink, progress)]

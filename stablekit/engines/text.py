@@ -4,32 +4,30 @@ from __future__ import annotations
 
 import json
 import math
-import queue
-import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, hub
+from .. import hub
 from ..console import Progress
 from ..devices import Workload, torch_dtype, transformers_load_kwargs
-from ..errors import InputError, StablekitError, UsageError
-from ..outputs import write_atomic
+from ..errors import StablekitError, UsageError
 from ..params import TextRequest
-from ..planning import Prepared
+from ..planning import Plan, plan_device
 from ..registry import ModelSpec
+from ..sink import Output, Written
+from .text_stream import DECODE, STOP_MARGIN_TOKENS, IncrementalDecoder, StopFilter, cut_at_stop, token_queue_class
 
-HISTORY_FORMAT = "stablekit-chat"
-HISTORY_VERSION = 1
-ROLES = ("system", "user", "assistant")
+EXTENSIONS = (".txt",)
+
+
+class ContextError(UsageError):
+    """A prompt (or a conversation's newest message) that cannot fit in the model's context."""
+
 _CHARS_PER_TOKEN = 3  # a cautious guess at the prompt's length before the tokenizer is loaded
-_DECODE = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}  # streamed == decoded at once
-_STOP_MARGIN_TOKENS = 8  # tokens decoded beyond a stop string's length when looking for it
-_STREAM_INTERVAL_S = 0.02  # the reader wakes at most 50 times a second: invisible to a reader, cheap for the GIL
 
 
 # --- requests -------------------------------------------------------------------------------------
@@ -96,13 +94,6 @@ def sampling(request: TextRequest) -> bool:
     return request.temperature > 0
 
 
-def with_seed(request: TextRequest) -> TextRequest:
-    """A request whose seed is fixed (the user's, or one drawn now); greedy decoding needs none."""
-    if request.seed is not None or not sampling(request):
-        return request
-    return replace(request, seed=secrets.randbelow(2**32))
-
-
 def generate_kwargs(request: TextRequest, max_new_tokens: int) -> dict[str, Any]:
     """The generate() arguments of a request; temperature 0 means greedy."""
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "repetition_penalty": request.repetition_penalty}
@@ -115,209 +106,6 @@ def generate_kwargs(request: TextRequest, max_new_tokens: int) -> dict[str, Any]
     return kwargs
 
 
-# --- stop strings (pure) --------------------------------------------------------------------------
-
-
-def cut_at_stop(text: str, stops: Iterable[str]) -> tuple[str, str | None]:
-    """The text before the first stop string to be completed (earliest end, then earliest start), and which."""
-    best: tuple[int, int, str] | None = None
-    for stop in stops:
-        start = text.find(stop) if stop else -1
-        if start != -1:
-            key = (start + len(stop), start, stop)
-            best = key if best is None or key < best else best
-    return (text, None) if best is None else (text[:best[1]], best[2])
-
-
-def _partial_stop_length(text: str, stops: Iterable[str]) -> int:
-    """Length of the longest end of `text` that could be the beginning of a stop string."""
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest
-
-
-class StopFilter:
-    """Passes streamed text through, holding back what may begin a stop string and ending at the first one.
-
-    Joining what feed() and flush() return gives exactly cut_at_stop(whole text)[0].
-    """
-
-    def __init__(self, stops: Iterable[str]) -> None:
-        self.stops = [stop for stop in stops if stop]
-        self.matched: str | None = None
-        self._held = ""
-
-    def feed(self, chunk: str) -> str:
-        if self.matched is not None:
-            return ""
-        text = self._held + chunk
-        before, stop = cut_at_stop(text, self.stops)
-        if stop is not None:
-            self.matched, self._held = stop, ""
-            return before
-        keep = _partial_stop_length(text, self.stops)
-        self._held = text[len(text) - keep:] if keep else ""
-        return text[:len(text) - keep]
-
-    def flush(self) -> str:
-        """What was held back: the stream ended without completing a stop string."""
-        held, self._held = self._held, ""
-        return held
-
-
-class IncrementalDecoder:
-    """Text deltas of a growing token sequence, decoding only its last few tokens each time.
-
-    A delta is released when the text decoded so far ends in a whole character (not U+FFFD, the mark of a
-    character split across tokens), so joining every add() and the final flush() gives decode(all ids). The
-    window starts a little before the new tokens, as text-generation-inference does, for decoders whose
-    output depends on the token before.
-    """
-
-    def __init__(self, decode: Callable[[list[int]], str]) -> None:
-        self.decode = decode
-        self.ids: list[int] = []
-        self._prefix = 0
-        self._read = 0
-
-    def add(self, ids: list[int]) -> str:
-        self.ids.extend(ids)
-        before = self.decode(self.ids[self._prefix:self._read])
-        text = self.decode(self.ids[self._prefix:])
-        if len(text) > len(before) and not text.endswith("\ufffd"):
-            self._prefix, self._read = self._read, len(self.ids)
-            return text[len(before):]
-        return ""
-
-    def flush(self) -> str:
-        before = self.decode(self.ids[self._prefix:self._read])
-        text = self.decode(self.ids[self._prefix:])
-        self._prefix = self._read = len(self.ids)
-        return text[len(before):]
-
-
-def _token_queue_class():
-    """A generate() streamer that only queues token ids: decoding and printing happen in the reading thread."""
-    from transformers.generation.streamers import BaseStreamer
-
-    class TokenQueue(BaseStreamer):
-        def __init__(self) -> None:
-            self.queue: queue.SimpleQueue = queue.SimpleQueue()
-            self._prompt = True
-
-        def put(self, value) -> None:
-            if self._prompt:  # generate() hands over the prompt first
-                self._prompt = False
-                return
-            self.queue.put(value.reshape(-1).tolist())
-
-        def end(self) -> None:
-            self.queue.put(None)
-
-        def drain(self, on_ids: Callable[[list[int]], None]) -> None:
-            """Hand over token ids until the end, in batches: a fast model is not slowed by a wake-up per token."""
-            while True:
-                batch: list[int] = []
-                item = self.queue.get()
-                while item is not None:
-                    batch.extend(item)
-                    try:
-                        item = self.queue.get_nowait()
-                    except queue.Empty:
-                        break
-                if batch:
-                    on_ids(batch)
-                if item is None:
-                    return
-                time.sleep(_STREAM_INTERVAL_S)
-
-    return TokenQueue
-
-
-# --- conversations (pure) -------------------------------------------------------------------------
-
-
-class ContextError(UsageError):
-    """The prompt (or the newest message) alone does not fit the model's context."""
-
-
-def fit_messages(messages: list[dict[str, str]], count: Callable[[list[dict[str, str]]], int],
-                 budget: int) -> tuple[list[dict[str, str]], int]:
-    """Leave out the oldest exchanges until count(messages) <= budget; returns (kept, messages left out).
-
-    System messages and the newest message always stay; an exchange is a user message with the assistant
-    answers after it. Stops leaving out when only those remain (the caller checks what is left).
-    """
-    kept = list(messages)
-    dropped = 0
-    while count(kept) > budget:
-        turns = [i for i, m in enumerate(kept[:-1]) if m["role"] != "system"]
-        if not turns:
-            break
-        start = turns[0]
-        end = start + 1
-        while end < len(kept) - 1 and kept[end]["role"] == "assistant":
-            end += 1
-        if kept[start]["role"] == "assistant":  # a history that begins with an answer
-            end = start + 1
-        dropped += end - start
-        del kept[start:end]
-    return kept, dropped
-
-
-@dataclass
-class History:
-    """A conversation as it is saved: OpenAI-style messages, the model and the seed of the session."""
-
-    messages: list[dict[str, str]]
-    model: str | None = None
-    seed: int | None = None
-
-    @property
-    def answers(self) -> int:
-        return sum(1 for m in self.messages if m["role"] == "assistant")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": HISTORY_FORMAT, "version": HISTORY_VERSION, "model": self.model, "seed": self.seed,
-                "messages": self.messages, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "stablekit_version": __version__}
-
-
-def read_history(path: Path) -> History | None:
-    """The conversation saved in `path` (None when the file does not exist yet)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read chat history {path}: {err}") from None
-    except ValueError as err:
-        raise InputError(f"{path} is not a chat history: not valid JSON ({err})") from None
-    if isinstance(data, list):  # a bare list of messages, as other tools write them
-        data = {"messages": data}
-    messages = data.get("messages") if isinstance(data, dict) else None
-    if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages):
-        raise InputError(f"{path} is not a chat history: expected {{\"messages\": [{{\"role\": ..., "
-                         "\"content\": ...}, ...]}",
-                         hint="roles are system, user and assistant; or give a new file name to start one")
-    model, seed = data.get("model"), data.get("seed")
-    return History(messages=[{"role": m["role"], "content": m["content"]} for m in messages],
-                   model=model if isinstance(model, str) else None,
-                   seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None)
-
-
-def write_history(path: Path, history: History) -> Path:
-    """Replace the file atomically: a crash leaves the previous conversation, never half of one."""
-    text = json.dumps(history.to_dict(), indent=2, ensure_ascii=False) + "\n"
-    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
-
-
-# --- generation -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -374,17 +162,16 @@ def _load_error(spec: ModelSpec, folder: Path, err: Exception) -> StablekitError
 class TextModel:
     """A tokenizer at once and the weights on first use, so prompts are checked before the slow part."""
 
-    def __init__(self, prepared: Prepared, *, trust_remote_code: bool = False, progress: Progress = Progress(),
-                 raw: bool = False) -> None:
+    def __init__(self, plan: Plan, *, progress: Progress = Progress(), raw: bool = False) -> None:
         _quiet_transformers()
         from transformers import AutoTokenizer
 
-        self.spec, self.plan, self.progress = prepared.spec, prepared.plan, progress
-        self.trust_remote_code = trust_remote_code
+        self.spec, self.plan, self.progress = plan.spec, plan.device_plan, progress
+        self.trust_remote_code = plan.request.trust_remote_code
         self.folder = hub.ensure_local(self.spec)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True,
-                                                           trust_remote_code=trust_remote_code)
+                                                           trust_remote_code=self.trust_remote_code)
         except (OSError, ValueError) as err:
             raise _load_error(self.spec, self.folder, err) from err
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
@@ -461,10 +248,10 @@ class TextModel:
 
         model, tokenizer = self.model, self.tokenizer
         max_new = self.answer_room(len(ids), request)
-        TokenQueue = _token_queue_class()
+        TokenQueue = token_queue_class()
         cancel = threading.Event()
         stops = [s for s in request.stop if s]
-        window = max((len(s) for s in stops), default=0) + _STOP_MARGIN_TOKENS
+        window = max((len(s) for s in stops), default=0) + STOP_MARGIN_TOKENS
 
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
@@ -475,7 +262,7 @@ class TextModel:
 
             def __call__(self, input_ids, scores, **kwargs):
                 tails = input_ids[:, len(ids):][:, -window:].tolist()
-                done = [any(s in tokenizer.decode(tail, **_DECODE) for s in stops) for tail in tails]
+                done = [any(s in tokenizer.decode(tail, **DECODE) for s in stops) for tail in tails]
                 return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
         criteria = StoppingCriteriaList([Cancelled()] + ([StopStrings()] if stops else []))
@@ -501,7 +288,7 @@ class TextModel:
                 if streamer is not None:
                     streamer.end()
 
-        decoder = IncrementalDecoder(lambda part: tokenizer.decode(part, **_DECODE))
+        decoder = IncrementalDecoder(lambda part: tokenizer.decode(part, **DECODE))
         shown = StopFilter(stops)
         pieces: list[str] = []
 
@@ -542,7 +329,7 @@ class TextModel:
                 on_text(tail)
             text, stop = "".join(pieces), shown.matched
         else:
-            text, stop = cut_at_stop(tokenizer.decode(new_ids, **_DECODE), stops)
+            text, stop = cut_at_stop(tokenizer.decode(new_ids, **DECODE), stops)
         eos = config.eos_token_id if config.eos_token_id is not None else tokenizer.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos])
         if cancel.is_set():
@@ -555,69 +342,46 @@ class TextModel:
                           completion_tokens=len(new_ids), seconds=result["seconds"], seed=seed, left_out=left_out)
 
 
-def generate(prepared: Prepared, request: TextRequest, progress: Progress = Progress(), *,
-             on_text: Callable[[str], None] | None = None, trust_remote_code: bool = False) -> Completion:
-    """One completion of `request.prompt` (through the chat template for chat models), streamed to `on_text`."""
-    if request.seed is None and sampling(request):
-        request = with_seed(request)
-        progress.note(f"seed {request.seed} (drawn; pass --seed {request.seed} to repeat)")
-    lm = TextModel(prepared, trust_remote_code=trust_remote_code, progress=progress, raw=request.raw)
-    ids = lm.encode(lm.messages(request))
-    lm.check_fits(len(ids))
-    return lm.complete(ids, request, seed=request.seed, on_text=on_text)
 
 
-def chat(prepared: Prepared, request: TextRequest, turns: Iterable[str], progress: Progress = Progress(), *,
-         history: History | None = None, history_path: Path | None = None,
-         on_text: Callable[[str], None] | None = None,
-         on_answer: Callable[[Completion, int], None] = lambda completion, turn: None,
-         on_error: Callable[[StablekitError], None] | None = None,
-         trust_remote_code: bool = False) -> History:
-    """A conversation with the model loaded once: one answer per user message from `turns`.
+def plan(job, hardware) -> Plan:
+    validate(job.request, job.spec)
+    return plan_device(job, workload(job.request, job.spec), hardware)
 
-    Answer n of the conversation (counting those in a resumed history) is sampled with seed + n, so a
-    resumed conversation continues as an unbroken one would. When the conversation outgrows the context,
-    the oldest exchanges are left out of what the model sees (the history keeps them) and progress says so.
-    A message that cannot fit even alone goes to `on_error` (or raises when there is none).
-    """
-    history = History(messages=list(history.messages), model=history.model, seed=history.seed) if history \
-        else History(messages=[])
-    if request.seed is None:
-        request = replace(request, seed=history.seed)
-    if request.seed is None and sampling(request):
-        request = with_seed(request)
-        progress.note(f"seed {request.seed} (drawn; pass --seed {request.seed} to repeat)")
-    history.model, history.seed = prepared.spec.id, request.seed
-    if request.system is not None:
-        history.messages = [{"role": "system", "content": request.system}] + [
-            m for m in history.messages if m["role"] != "system"]
-    lm = TextModel(prepared, trust_remote_code=trust_remote_code, progress=progress)
-    if not lm.chat_template:
-        raise UsageError(f"{prepared.spec.id} has no chat template, so it cannot chat",
-                         hint="use `stablekit text` for plain completion, or a chat model")
-    lm.load()  # once, before the first question
-    for message in turns:
-        messages = history.messages + [{"role": "user", "content": message}]
-        budget = (lm.context_length or 0) - request.max_new_tokens
-        try:
-            if lm.context_length:
-                sent, left_out = fit_messages(messages, lambda ms: len(lm.encode(ms)), budget)
-            else:
-                sent, left_out = messages, 0
-            if left_out:
-                progress.note(f"context full: the oldest {left_out} messages are left out of what the model sees")
-            ids = lm.encode(sent)
-            lm.check_fits(len(ids))
-        except ContextError as err:
-            if on_error is None:
-                raise
-            on_error(err)
-            continue
-        turn = history.answers
-        seed = None if request.seed is None else (request.seed + turn) % 2**32
-        completion = lm.complete(ids, request, seed=seed, on_text=on_text, left_out=left_out)
-        history.messages = messages + [{"role": "assistant", "content": completion.text}]
-        if history_path is not None:
-            write_history(history_path, history)
-        on_answer(completion, turn)
-    return history
+
+def session_key(plan: Plan) -> tuple:
+    p = plan.device_plan
+    return ("text", plan.spec.id, plan.spec.revision, plan.request.raw, plan.request.trust_remote_code, p.device,
+            p.dtype, p.offload)
+
+
+def load(plan: Plan, progress: Progress = Progress()) -> TextSession:
+    """The tokenizer now; the weights on first use (so a prompt that cannot fit fails before the slow part)."""
+    return TextSession(TextModel(plan, progress=progress, raw=plan.request.raw))
+
+
+class TextSession:
+    """A loaded text model: one completion per job, streamed to a sink that shows text as it comes."""
+
+    def __init__(self, lm: TextModel) -> None:
+        self.lm = lm
+
+    def close(self) -> None:
+        self.lm = None
+
+    def run(self, plan: Plan, sink, inputs: dict | None = None) -> None:
+        request, lm = plan.request, self.lm
+        ids = lm.encode(lm.messages(request))
+        lm.check_fits(len(ids))
+        completion = lm.complete(ids, request, seed=request.seed, on_text=sink.stream if sink.streams_text else None)
+        params = {**plan.job.to_dict(), "model": plan.spec.id, "finish_reason": completion.finish_reason,
+                  "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens}
+
+        def write(path: Path, overwrite: bool) -> Written:
+            from ..outputs import write_atomic
+
+            return Written(write_atomic(path, lambda tmp: tmp.write_text(completion.text, encoding="utf-8"),
+                                        overwrite=overwrite))
+
+        sink.emit(plan.job, Output("text", ".txt", write, params, plan, lm.folder, seed=request.seed,
+                                   name=request.prompt, value=completion, info=completion.to_dict()))

@@ -9,36 +9,27 @@ with progress per chunk, exactly as the pipeline would decode them.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import math
-import secrets
-import shutil
-import tempfile
-import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, hub, planning
+from .. import __version__, hub
 from ..console import Progress
-from ..devices import Hardware, Workload, apply, torch_dtype
+from ..devices import Workload, apply, torch_dtype
 from ..errors import StablekitError, UsageError
 from ..image_inputs import cover, load_image, to_rgb
 from ..loading import load_diffusers
-from ..outputs import OutputOptions, check_template, finish_before_interrupt, target_path
+from ..outputs import OutputOptions, check_template
 from ..params import VideoRequest
-from ..planning import Prepared
-from ..provenance import record
+from ..planning import Plan, plan_device
 from ..registry import ModelSpec
-from ..writers.sidecar import write_sidecar
+from ..sink import Output, Written
 from ..writers.video import EXTENSIONS, FRAMES, GIF_MAX_FPS, WEBP_MAX_FPS, EncodingError, write_video
-from .image import ImageStage, plan_stage
 
-__all__ = ["EXTENSIONS", "FirstFrame", "ImageStage", "check_output", "fit_image", "generate", "image_stage",
-           "output_extension", "prepare", "validate", "workload"]
+__all__ = ["EXTENSIONS", "FirstFrame", "VideoSession", "check_output", "fit_image", "load", "output_extension",
+           "plan", "session_key", "validate", "workload"]
 DEFAULT_EXTENSION = ".mp4"
 
 
@@ -84,16 +75,17 @@ def validate(request: VideoRequest, spec: ModelSpec) -> None:
                          f"{request.max_guidance_scale:g}", hint="guidance rises from the first frame's to the last's")
 
 
-def output_extension(output: OutputOptions) -> str:
-    """.mp4, .gif or .webp by -o's extension; "" (a folder of PNG frames) for -o without one; .mp4 without -o."""
-    if not output.output:
+def output_extension(output: str | None) -> str:
+    """.mp4, .gif or .webp by the output's extension; "" (a folder of PNG frames) for a name without one;
+    .mp4 without a name."""
+    if not output:
         return DEFAULT_EXTENSION
-    return Path(output.output).suffix.lower()
+    return Path(output).suffix.lower()
 
 
-def check_output(request: VideoRequest, output: OutputOptions) -> None:
+def check_output(request: VideoRequest, output: str | None) -> None:
     """Unknown template fields, formats and frame rates a format cannot hold fail before anything is loaded."""
-    check_template(output, EXTENSIONS)
+    check_template(OutputOptions(output=output), EXTENSIONS)
     extension = output_extension(output)
     limit = {".gif": GIF_MAX_FPS, ".webp": WEBP_MAX_FPS}.get(extension)
     if limit and request.fps > limit:
@@ -119,146 +111,137 @@ def fit_image(path: str, width: int, height: int, flag: str = "--image") -> Firs
     return FirstFrame(image, f"input {w}x{h} scaled to cover {width}x{height} and centre-cropped")
 
 
-def prepare(spec: ModelSpec, request: VideoRequest, hardware: Hardware | None = None) -> Prepared:
-    """The device plan; --decode-chunk replaces the plan's decode chunk size, and the reasons say so."""
-    prepared = planning.prepare(spec, workload(request), planning.overrides_of(request), hardware)
+def plan(job, hardware) -> Plan:
+    """Check the request, read --image (or plan the image model's first frame), and plan SVD; --decode-chunk
+    replaces the plan's decode chunk size, and the reasons say so."""
+    from . import image
+
+    request = job.request
+    validate(request, job.spec)
+    check_output(request, job.output)
+    first, stages = None, ()
+    if request.image:
+        first = fit_image(request.image, request.width, request.height)
+    else:
+        template = job.output or "{prompt}-{seed}"
+        keep_as = str(Path(template).with_suffix(".png")) if request.keep_image else None
+        stages = (image.stage(job, request.prompt, hardware, role="the first frame", keep_as=keep_as),)
+    return plan_svd(job, hardware, stages=stages, inputs=first)
+
+
+def plan_svd(job, hardware, *, stages: tuple = (), inputs: Any = None) -> Plan:
+    """The device plan alone (a pure function of the job and the hardware)."""
+    request = job.request
+    planned = plan_device(job, workload(request), hardware, stages=stages, inputs=inputs)
     chunk = request.decode_chunk_size
     if chunk is None:
-        return prepared
-    plan = prepared.plan
+        return planned
+    device_plan = planned.device_plan
     used = min(chunk, request.num_frames)
-    reasons = tuple(r for r in plan.reasons if not r.startswith("video: decode"))
+    reasons = tuple(r for r in device_plan.reasons if not r.startswith("video: decode"))
     reasons += (f"video: decode {used} frame{'s' if used != 1 else ''} at a time: asked for with --decode-chunk",)
-    return replace(prepared, plan=replace(plan, decode_chunk_size=used, reasons=reasons))
+    return replace(planned, device_plan=replace(device_plan, decode_chunk_size=used, reasons=reasons))
 
 
-def image_stage(request: VideoRequest, hardware: Hardware | None = None) -> ImageStage | None:
-    """For a prompt: resolve, check and plan the image model at the video's size (nothing is loaded)."""
-    if request.image:
-        return None
-    flags = {"seed": request.seed, "width": request.width, "height": request.height, "device": request.device,
-             "dtype": request.dtype, "offload": request.offload, "vram": request.vram}
-    return plan_stage(request.image_model, request.prompt, flags, hardware)
+def session_key(plan: Plan) -> tuple:
+    p = plan.device_plan
+    return ("video", plan.spec.id, plan.spec.revision, p.device, p.dtype, p.offload)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Keep library noise off the terminal (numpy's __array__ copy notice from the image processors)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*__array__.*copy", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(diffusers|transformers|torch)(\..*)?")
-        yield
-
-
-def generate(prepared: Prepared, request: VideoRequest, output: OutputOptions, progress: Progress = Progress(),
-             on_output: Callable[[dict], None] = lambda item: None, *, stage: ImageStage | None = None,
-             first: FirstFrame | None = None) -> list[Path]:
-    """One video: the first frame (read, or drawn for a prompt), SVD, decoding in chunks, the file and its sidecar.
-
-    `first` is what fit_image() made of --image, `stage` what image_stage() planned; made here when not given.
-    """
-    with _quiet():
-        return _generate(prepared, request, output, progress, on_output, stage, first)
-
-
-def _generate(prepared, request, output, progress, on_output, stage, first) -> list[Path]:
-    spec = prepared.spec
-    if request.seed is None:
-        request = replace(request, seed=secrets.randbelow(2**32))
-        progress.note(f"seed {request.seed} (drawn; pass --seed {request.seed} to repeat)")
-    extension = output_extension(output)
-    name = Path(request.image).stem if request.image else request.prompt
-    path = target_path(replace(output, output=output.output or "{prompt}-{seed}"), model=spec.id,
-                       seed=request.seed, index=0, count=1, prompt=name, extension=extension)
-    image_params = None
-    if request.image:
-        first = first or fit_image(request.image, request.width, request.height)
-    else:
-        first, image_params = _first_frame(request, stage or image_stage(request, prepared.hardware), path,
-                                           output.overwrite, progress, on_output)
-    frames, details, folder = _render(prepared, request, first, progress)
-    params = {**asdict(request), **details, "input_rule": first.rule, "format": extension[1:] or FRAMES,
-              "model": spec.id, "stablekit_version": __version__}
-    if image_params is not None:
-        params["image_parameters"] = image_params
-    else:  # image-to-video: no image model was involved
-        params.pop("image_model")
-        params.pop("keep_image")
-    return [_write(frames, path, params, prepared, folder, output, progress, on_output)]
-
-
-def _first_frame(request: VideoRequest, stage: ImageStage, path: Path, overwrite: bool, progress: Progress,
-                 on_output: Callable[[dict], None]) -> tuple[FirstFrame, dict]:
-    """Draw the prompt at the video's size with the image engine: kept as NAME.png, or in a temporary folder."""
-    from . import image as image_engine
-
-    scratch = None if request.keep_image else Path(tempfile.mkdtemp(prefix="stablekit-video-"))
-    try:
-        target = scratch / "first-frame.png" if scratch else path.with_suffix(".png")
-        image_request = replace(stage.request, seed=request.seed)
-        progress.stage(f"Drawing the first frame with {stage.prepared.spec.id}")
-
-        def report_kept(item: dict) -> None:
-            if not scratch:
-                on_output({**item, "kind": "image"})
-
-        [drawn] = image_engine.generate(stage.prepared, image_request, OutputOptions(output=str(target),
-                                        overwrite=overwrite), progress, on_output=report_kept)
-        _free_memory(stage.prepared.plan.device)
-        frame = fit_image(str(drawn), request.width, request.height, "the drawn image")
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
-    image_params = {**asdict(image_request), "kept": None if scratch else str(drawn)}
-    return FirstFrame(frame.image, f"first frame drawn by {stage.prepared.spec.id} at "
-                                   f"{request.width}x{request.height}"), image_params
-
-
-def _free_memory(device: str) -> None:
-    import torch
-
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-
-
-def _render(prepared: Prepared, request: VideoRequest, first: FirstFrame, progress: Progress):
-    """SVD from the first frame to uint8 frames (count x height x width x 3), and what to record about it."""
-    import numpy as np
-    import torch
-
-    spec, plan = prepared.spec, prepared.plan
+def load(plan: Plan, progress: Progress = Progress()) -> VideoSession:
+    spec, device_plan = plan.spec, plan.device_plan
     folder = hub.ensure_local(spec)
-    progress.stage(f"Loading {spec.id} ({plan.dtype} on {plan.device}, offload {plan.offload})")
-    pipe = apply(load_diffusers(spec, folder, torch_dtype(plan)), plan)
+    progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device}, offload {device_plan.offload})")
+    pipe = apply(load_diffusers(spec, folder, torch_dtype(device_plan)), device_plan)
     pipe.set_progress_bar_config(disable=True)
-    count = request.num_frames
-    chunk = min(request.decode_chunk_size or plan.decode_chunk_size or count, count)
-    generator = torch.Generator(plan.generator_device).manual_seed(request.seed)
+    return VideoSession(pipe, folder, progress)
 
-    def on_step(_pipe, _step, _timestep, tensors):
-        advance()
-        return tensors
 
-    label = f"video {count} frames {request.width}x{request.height}"
-    with progress.task(label, total=request.num_inference_steps) as advance, torch.inference_mode():
-        # Latents out, decoded below chunk by chunk: the pipeline's own decode reports no progress.
-        latents = pipe(image=first.image, height=request.height, width=request.width, num_frames=count,
-                       fps=request.fps, motion_bucket_id=request.motion_bucket_id,
-                       noise_aug_strength=request.noise_aug_strength,
-                       num_inference_steps=request.num_inference_steps,
-                       min_guidance_scale=request.min_guidance_scale, max_guidance_scale=request.max_guidance_scale,
-                       generator=generator, output_type="latent",
-                       callback_on_step_end=on_step).frames
-    video = _decode(pipe, latents, count, chunk, progress)
-    if not np.isfinite(video).all():
-        raise StablekitError(f"{spec.id} produced invalid frames (NaN or infinity); nothing written",
-                             hint="try --dtype float32" if plan.dtype != "float32" else "try another seed")
-    frames = (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
-    details = {"decode_chunk_size": chunk, "scheduler": type(pipe.scheduler).__name__}
-    del pipe
-    _free_memory(plan.device)
-    return frames, details, folder
+class VideoSession:
+    """A loaded SVD pipeline: one video per job, from its first frame (read, or drawn by the image stage)."""
+
+    def __init__(self, pipe, folder: Path, progress: Progress) -> None:
+        self.pipe, self.folder, self.progress = pipe, folder, progress
+
+    def close(self) -> None:
+        self.pipe = None
+
+    def run(self, plan: Plan, sink, inputs: dict | None = None) -> None:
+        request = plan.request
+        if plan.inputs is not None:
+            first = plan.inputs
+            self.progress.note(first.rule)
+        else:
+            drawn = (inputs or {})["image"][0]
+            first = FirstFrame(cover(to_rgb(drawn), request.width, request.height),
+                               f"first frame drawn by {plan.stages[0].spec.id} at {request.width}x{request.height}")
+        frames, details = self._render(plan, first)
+        params = {**plan.job.to_dict(), **details, "input_rule": first.rule,
+                  "format": output_extension(plan.job.output)[1:] or FRAMES, "model": plan.spec.id}
+        if plan.stages:
+            kept = (inputs or {}).get("image_results", [{}])[0].get("path")
+            params["image_parameters"] = {**plan.stages[0].job.to_dict(), "kept": kept}
+        else:  # image-to-video: no image model was involved
+            params.pop("image_model")
+            params.pop("keep_image")
+        self._emit(plan, sink, frames, params)
+
+    def _render(self, plan: Plan, first: FirstFrame):
+        """SVD from the first frame to uint8 frames (count x height x width x 3), and what to record about it."""
+        import numpy as np
+        import torch
+
+        pipe, request, device_plan = self.pipe, plan.request, plan.device_plan
+        count = request.num_frames
+        chunk = min(request.decode_chunk_size or device_plan.decode_chunk_size or count, count)
+        generator = torch.Generator(device_plan.generator_device).manual_seed(request.seed)
+
+        def on_step(_pipe, _step, _timestep, tensors):
+            advance()
+            return tensors
+
+        label = f"video {count} frames {request.width}x{request.height}"
+        with self.progress.task(label, total=request.num_inference_steps) as advance, torch.inference_mode():
+            # Latents out, decoded below chunk by chunk: the pipeline's own decode reports no progress.
+            latents = pipe(image=first.image, height=request.height, width=request.width, num_frames=count,
+                           fps=request.fps, motion_bucket_id=request.motion_bucket_id,
+                           noise_aug_strength=request.noise_aug_strength,
+                           num_inference_steps=request.num_inference_steps,
+                           min_guidance_scale=request.min_guidance_scale,
+                           max_guidance_scale=request.max_guidance_scale,
+                           generator=generator, output_type="latent", callback_on_step_end=on_step).frames
+        video = _decode(pipe, latents, count, chunk, self.progress)
+        if not np.isfinite(video).all():
+            raise StablekitError(f"{plan.spec.id} produced invalid frames (NaN or infinity); nothing written",
+                                 hint="try --dtype float32" if device_plan.dtype != "float32" else "try another seed")
+        frames = (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
+        return frames, {"decode_chunk_size": chunk, "scheduler": type(pipe.scheduler).__name__}
+
+    def _emit(self, plan: Plan, sink, frames, params: dict) -> None:
+        request = plan.request
+        comment = _json({**params, "command": "video", "stablekit_version": __version__})
+        name = Path(request.image).stem if request.image else request.prompt
+        info = {"frames": len(frames), "fps": request.fps, "width": frames.shape[2], "height": frames.shape[1]}
+
+        def write(path: Path, overwrite: bool) -> Written:
+            video = write_video(frames, request.fps, path, comment=comment if request.metadata else None,
+                                overwrite=overwrite)
+            if video.padded:
+                self.progress.note(f"{video.path.name}: padded to {video.width}x{video.height} "
+                                   "(H.264 needs even sizes)")
+            return Written(video.path, info={"width": video.width, "height": video.height})
+
+        kind = "frames" if output_extension(plan.job.output) == "" else "video"
+        try:
+            sink.emit(plan.job, Output(kind, output_extension(plan.job.output), write, params, plan, self.folder,
+                                       seed=request.seed, name=name, info=info))
+        except EncodingError as err:
+            kept_at = err.kept
+            if kept_at is not None:  # the frames are safe: say where, with their sidecar, then fail
+                kept = {**params, "format": FRAMES, "requested_format": params["format"], "error": err.message}
+                sink.emit(plan.job, Output(FRAMES, "", lambda _path, _overwrite: Written(kept_at), kept, plan,
+                                           self.folder, seed=request.seed, name=name, info=info))
+            raise
 
 
 def _decode(pipe, latents, count: int, chunk: int, progress: Progress):
@@ -285,31 +268,3 @@ def _decode(pipe, latents, count: int, chunk: int, progress: Progress):
 
 def _json(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
-
-
-def _write(frames, path: Path, params: dict, prepared: Prepared, folder: Path, output: OutputOptions,
-           progress: Progress, on_output: Callable[[dict], None]) -> Path:
-    spec, plan = prepared.spec, prepared.plan
-    comment = _json(params)
-
-    def report(written: Path, kind: str, **changes) -> dict:
-        sidecar = write_sidecar(written, record(spec=spec, model_path=str(folder), parameters={**params, **changes},
-                                                plan=plan, output=written.name))
-        item = {"path": str(written), "kind": kind, "seed": params["seed"], "model": spec.id,
-                "frames": len(frames), "fps": params["fps"], "width": frames.shape[2], "height": frames.shape[1],
-                "sidecar": str(sidecar)}
-        on_output(item)
-        return item
-
-    with finish_before_interrupt():
-        try:
-            video = write_video(frames, params["fps"], path, comment=comment, overwrite=output.overwrite)
-        except EncodingError as err:
-            if err.kept is not None:
-                # The frames are safe: say where, with their sidecar, then fail.
-                report(err.kept, FRAMES, format=FRAMES, requested_format=params["format"], error=err.message)
-            raise
-        if video.padded:
-            progress.note(f"{video.path.name}: padded to {video.width}x{video.height} (H.264 needs even sizes)")
-        report(video.path, "frames" if video.format == FRAMES else "video")
-    return video.path

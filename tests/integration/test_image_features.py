@@ -124,9 +124,10 @@ def test_lora_changes_the_output_and_its_scale_is_recorded(tmp_path):
     record = json.loads(styled.stdout)
     with Image.open(plain.stdout.strip()) as a, Image.open(record["path"]) as b:
         assert a.tobytes() != b.tobytes()
-        assert "Lora: pytorch_lora_weights: 0.7" in b.text["parameters"]
-    loras = json.loads(Path(record["sidecar"]).read_text())["parameters"]["loras"]
-    assert loras == [{"name": "pytorch_lora_weights", "source": str(lora), "scale": 0.7}]
+        assert 'Lora: "pytorch_lora_weights: 0.7"' in b.text["parameters"]  # A1111 quotes a value with ':'
+    params = json.loads(Path(record["sidecar"]).read_text())["parameters"]
+    assert params["loras"] == [f"{lora}:0.7"], "the sidecar's parameters are the job: --lora as given"
+    assert params["lora_details"] == [{"name": "pytorch_lora_weights", "source": str(lora), "scale": 0.7}]
     folder_form = run_ok("image", "a cat", "-m", "tiny-sd", "--seed", "4", "-q", "-d", str(tmp_path / "dir"),
                          "--lora", f"{lora.parent}:0.7")
     with Image.open(folder_form.stdout.strip()) as a, Image.open(record["path"]) as b:

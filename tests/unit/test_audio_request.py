@@ -6,7 +6,6 @@ import pytest
 
 from stablekit.engines import audio as engine
 from stablekit.errors import UsageError
-from stablekit.outputs import OutputOptions
 from stablekit.params import AudioRequest, resolve
 from stablekit.registry import load_registry
 
@@ -66,9 +65,9 @@ def test_non_audio_models_and_counts_are_refused(sao):
 
 
 def test_output_format_follows_the_extension():
-    assert engine.output_format(OutputOptions()).subtype == "PCM_16"
-    assert engine.output_format(OutputOptions(output="{seed}")).extension == ".wav"
-    assert engine.output_format(OutputOptions(output="a/{seed}.FLAC"), "24").subtype == "PCM_24"
-    assert engine.output_format(OutputOptions(output="x.ogg"), None, False).normalize is False
+    assert engine.output_format(None).subtype == "PCM_16"
+    assert engine.output_format("{seed}").extension == ".wav"
+    assert engine.output_format("a/{seed}.FLAC", "24").subtype == "PCM_24"
+    assert engine.output_format("x.ogg", None, False).normalize is False
     with pytest.raises(UsageError):
-        engine.output_format(OutputOptions(output="x.ogg"), "16")
+        engine.output_format("x.ogg", "16")

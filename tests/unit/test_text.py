@@ -8,20 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from stablekit.engines.text import (
-    History,
-    IncrementalDecoder,
-    StopFilter,
-    cut_at_stop,
-    fit_messages,
-    generate_kwargs,
-    read_history,
-    validate,
-    with_seed,
-    workload,
-    write_history,
-)
+from stablekit.engines.chat import History, fit_messages, read_history, write_history
+from stablekit.engines.text import generate_kwargs, validate, workload
+from stablekit.engines.text_stream import IncrementalDecoder, StopFilter, cut_at_stop
 from stablekit.errors import InputError, UsageError
+from stablekit.jobs import job_from, with_seed
 from stablekit.params import TextRequest
 from stablekit.registry import load_registry
 
@@ -199,8 +190,9 @@ def test_generate_kwargs_sampling_and_greedy():
                        "temperature": 0.7, "top_p": 0.9, "top_k": 0}
     greedy = generate_kwargs(TextRequest(prompt="", temperature=0.0), 8)
     assert greedy["do_sample"] is False and "min_new_tokens" not in greedy
-    assert with_seed(TextRequest(prompt="", temperature=0.0)).seed is None  # greedy needs no seed
-    assert with_seed(TextRequest(prompt="")).seed is not None
+    greedy_job = job_from("text", {"prompt": "hi", "model": "tiny-lm", "temperature": 0.0})
+    assert with_seed(greedy_job).seed is None  # greedy needs no seed
+    assert with_seed(job_from("text", {"prompt": "hi", "model": "tiny-lm"})).seed is not None
 
 
 def test_a_model_larger_than_the_gpu_loads_through_accelerates_device_map(monkeypatch, tmp_path):
@@ -210,7 +202,7 @@ def test_a_model_larger_than_the_gpu_loads_through_accelerates_device_map(monkey
     from stablekit.console import Progress
     from stablekit.devices import Hardware, Workload, plan
     from stablekit.engines import text as engine
-    from stablekit.planning import Prepared
+    from stablekit.planning import Plan
 
     spec = load_registry().get("stablelm-2-12b-chat")
     hardware = Hardware("cuda", "test GPU", 8.0, 8.0, 64.0, 60.0, (8, 9), 1)
@@ -234,7 +226,8 @@ def test_a_model_larger_than_the_gpu_loads_through_accelerates_device_map(monkey
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda folder, **kw: FakeTokenizer())
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
                         lambda folder, **kw: calls.update(kw) or FakeModel())
-    lm = engine.TextModel(Prepared(spec, hardware, device_plan, Workload(tokens=1024)), progress=Progress())
+    job = job_from("text", {"prompt": "hi", "model": "stablelm-2-12b-chat"})
+    lm = engine.TextModel(Plan(job, hardware, device_plan, Workload(tokens=1024), spec), progress=Progress())
     assert lm.chat_template and lm.context_length == 4096
     lm.load()
     assert calls["device_map"] == "auto" and calls["max_memory"][0].endswith("MiB") and calls["max_memory"]["cpu"]

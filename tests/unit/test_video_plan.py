@@ -11,7 +11,7 @@ from stablekit import params as requests
 from stablekit.devices import Hardware
 from stablekit.engines import video as engine
 from stablekit.errors import InputError, PresetError, UsageError
-from stablekit.outputs import OutputOptions
+from stablekit.jobs import job_from
 from stablekit.registry import load_registry
 
 CUDA = {
@@ -21,19 +21,20 @@ CUDA = {
 }
 
 
+def job_for(model: str, **flags):
+    return job_from("video", {"model": model, "image": "in.png", **flags})
+
+
 def request_for(model: str, **flags) -> requests.VideoRequest:
-    spec = load_registry().get(model)
-    return requests.resolve("video", prompt="", flags={"model": model, "image": "in.png", **flags}, preset={},
-                            model_defaults=spec.defaults)
+    return job_for(model, **flags).request
 
 
 @pytest.mark.parametrize("profile", CUDA)
 @pytest.mark.parametrize("model", ["svd-xt", "svd-xt-1-1"])
 def test_svd_xt_plans_chunked_decoding_within_budget(model, profile):
-    spec = load_registry().get(model)
     request = request_for(model)
     assert (request.num_frames, request.width, request.height) == (25, 1024, 576)
-    plan = engine.prepare(spec, request, CUDA[profile]).plan
+    plan = engine.plan_svd(job_for(model), CUDA[profile]).device_plan
     assert plan.decode_chunk_size < 25 and plan.forward_chunking
     assert plan.peak_gib <= plan.budget_gib
     assert any(r.startswith(f"video: decode {plan.decode_chunk_size} frames at a time") for r in plan.reasons)
@@ -41,19 +42,17 @@ def test_svd_xt_plans_chunked_decoding_within_budget(model, profile):
 
 @pytest.mark.parametrize(("profile", "chunked"), [("8GB", True), ("12GB", True), ("24GB", False)])
 def test_svd_decodes_all_14_frames_at_once_only_where_they_fit(profile, chunked):
-    spec = load_registry().get("svd")
-    plan = engine.prepare(spec, request_for("svd"), CUDA[profile]).plan
+    plan = engine.plan_svd(job_for("svd"), CUDA[profile]).device_plan
     assert (plan.decode_chunk_size < 14) is chunked and plan.forward_chunking is chunked
     assert plan.peak_gib <= plan.budget_gib
 
 
 def test_decode_chunk_flag_replaces_the_plans_and_says_so():
-    spec = load_registry().get("svd-xt")
-    plan = engine.prepare(spec, request_for("svd-xt", decode_chunk_size=2), CUDA["24GB"]).plan
+    plan = engine.plan_svd(job_for("svd-xt", decode_chunk_size=2), CUDA["24GB"]).device_plan
     assert plan.decode_chunk_size == 2
     video_reasons = [r for r in plan.reasons if r.startswith("video:")]
     assert video_reasons == ["video: decode 2 frames at a time: asked for with --decode-chunk"]
-    capped = engine.prepare(spec, request_for("svd-xt", decode_chunk_size=100), CUDA["24GB"]).plan
+    capped = engine.plan_svd(job_for("svd-xt", decode_chunk_size=100), CUDA["24GB"]).device_plan
     assert capped.decode_chunk_size == 25
 
 
@@ -93,9 +92,8 @@ def test_only_video_models_make_videos():
     (None, ".mp4"), ("a.mp4", ".mp4"), ("a.GIF", ".gif"), ("a.webp", ".webp"), ("frames/", ""), ("{seed}", ""),
 ])
 def test_the_output_extension_chooses_the_format(output, extension):
-    options = OutputOptions(output=output)
-    engine.check_output(request_for("tiny-svd"), options)
-    assert engine.output_extension(options) == extension
+    engine.check_output(request_for("tiny-svd"), output)
+    assert engine.output_extension(output) == extension
 
 
 @pytest.mark.parametrize(("output", "fps", "message"), [
@@ -104,7 +102,7 @@ def test_the_output_extension_chooses_the_format(output, extension):
 ])
 def test_outputs_that_cannot_work_fail_first(output, fps, message):
     with pytest.raises(UsageError, match=message.replace("{", r"\{").replace("}", r"\}")):
-        engine.check_output(request_for("tiny-svd", fps=fps), OutputOptions(output=output))
+        engine.check_output(request_for("tiny-svd", fps=fps), output)
 
 
 def test_the_input_is_scaled_to_cover_and_centre_cropped(tmp_path):

@@ -1,0 +1,41 @@
+"""Library noise kept off the terminal, in one place: stablekit reports progress and problems itself."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import warnings
+from collections.abc import Iterator
+
+# (message pattern, category, module pattern) of notices the libraries print that say nothing to a user.
+_IGNORED: tuple[tuple[str, type[Warning], str], ...] = (
+    ("", Warning, r"torchsde(\..*)?"),  # Brownian-interval tolerance notices (Stable Audio's sampler)
+    (r".*weight_norm.*", FutureWarning, ""),  # the Oobleck VAE's deprecated weight_norm
+    (r".*__array__.*copy", DeprecationWarning, ""),  # numpy's notice from the image processors
+    ("", FutureWarning, r"(diffusers|transformers|accelerate|torch|peft)(\..*)?"),
+    ("", DeprecationWarning, r"(diffusers|transformers|accelerate|numpy|peft)(\..*)?"),
+    ("", UserWarning, r"(transformers|accelerate|peft)(\..*)?"),
+)
+_LOGGERS = ("diffusers", "transformers", "accelerate", "peft", "huggingface_hub")
+
+
+def silence_loaded() -> None:
+    """Verbosity and progress bars of the libraries already imported (never imports one itself)."""
+    for name in ("transformers", "diffusers"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.utils.logging.set_verbosity_error()
+            module.utils.logging.disable_progress_bar()
+    for name in _LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Run a job with the libraries' warnings and notices off; progress and errors are stablekit's own."""
+    with warnings.catch_warnings():
+        for message, category, module in _IGNORED:
+            warnings.filterwarnings("ignore", message=message, category=category, module=module)
+        silence_loaded()
+        yield
