@@ -24,6 +24,7 @@ from .options import (
     QuietOpt,
     SeedOpt,
     VramOpt,
+    default,
     device_flags,
     submit,
 )
@@ -57,14 +58,15 @@ def audio(
                                 "\\[default: the model's, 10 s]")] = None,
     start: Annotated[float | None, typer.Option(
         "--start", help="Where the clip starts in the piece, in seconds; it ends at START + SECONDS, within the "
-                        "model's maximum.  \\[default: 0]")] = None,
+                        "model's maximum.  " + default("audio", "audio_start_in_s"))] = None,
     negative: Annotated[str | None, typer.Option(
         "--negative", help="What to keep out of the sound; '' for nothing.  \\[default: the model's recommended "
                            "one]")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps.  \\[default: the model's]")] = None,
     guidance: Annotated[float | None, typer.Option(
         "--guidance", help="Classifier-free guidance scale.  \\[default: the model's]")] = None,
-    count: Annotated[int | None, typer.Option("--count", "-n", help="How many waveforms.  \\[default: 1]")] = None,
+    count: Annotated[int | None, typer.Option("--count", "-n",
+        help="How many waveforms.  " + default("audio", "num_waveforms_per_prompt"))] = None,
     seed: SeedOpt = None,
     model: ModelOpt = None,
     preset: PresetOpt = None,
@@ -77,7 +79,7 @@ def audio(
     overwrite: OverwriteOpt = False,
     bit_depth: Annotated[BitDepth | None, typer.Option(
         "--bit-depth", rich_help_panel=OUTPUT_PANEL,
-        help="Sample format of .wav (16, 24, 32f) and .flac (16, 24).  \\[default: 16]")] = None,
+        help="Sample format of .wav (16, 24, 32f) and .flac (16, 24).  \\[default: the format's 16-bit]")] = None,
     normalize: Annotated[bool, typer.Option(
         "--normalize/--no-normalize", rich_help_panel=OUTPUT_PANEL,
         help="Lower a clip that peaks beyond full scale to full scale, or clip the samples beyond it.")] = True,

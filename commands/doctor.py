@@ -1,4 +1,5 @@
-"""`stablekit doctor`: what this machine has, which libraries, and how a model would be placed."""
+"""`stablekit doctor`: what this machine has, which libraries and tools, whether the hub answers, and how a
+model would be placed."""
 
 from __future__ import annotations
 
@@ -25,12 +26,15 @@ def doctor(
         "hardware": hardware.to_dict(),
         "versions": versions(),
         "folders": {"stablekit_home": str(stablekit_home()), "hf_hub_cache": str(hf_hub_cache())},
-        "hub": {"offline": offline(), "logged_in": _has_token()},
+        "hub": {"offline": offline(), "logged_in": _has_token(), **_hub_reachable(offline())},
+        "tools": {"ffmpeg": _ffmpeg(), "rembg": _rembg()},
     }
     if model:
+        from stablekit.jobs import job_from
+
         spec = load_registry().resolve(model)
-        prepared = planning.prepare(spec, devices.default_workload(spec), devices.Overrides(vram_gib=vram), hardware)
-        report["plan"] = planning.describe(prepared)
+        job = job_from(spec.modality, {"model": model, "vram": vram})
+        report["plan"] = planning.describe(planning.plan_device(job, devices.default_workload(spec), hardware))
     console = ctx.obj
     if json_output:
         console.result(report)
@@ -46,9 +50,75 @@ def doctor(
     console.result(f"hub cache   {report['folders']['hf_hub_cache']}"
                    + ("  (offline)" if report["hub"]["offline"] else "")
                    + ("  (logged in)" if report["hub"]["logged_in"] else "  (not logged in)"))
+    console.result(f"hub         {report['hub']['endpoint']}: {report['hub']['detail']}")
+    ffmpeg, rembg = report["tools"]["ffmpeg"], report["tools"]["rembg"]
+    console.result(f"ffmpeg      {ffmpeg['detail']}")
+    console.result(f"rembg       {rembg['detail']}")
     if model:
         console.result("")
         console.show_plan(report["plan"], False)
+
+
+_HUB_TIMEOUT_S = 3.0
+
+
+def _hub_reachable(is_offline: bool) -> dict:
+    """One bounded request to the hub endpoint (HF_ENDPOINT or huggingface.co); none at all when offline."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    if is_offline:
+        return {"endpoint": endpoint, "reachable": None,
+                "detail": "not checked: HF_HUB_OFFLINE is set (only downloaded models can be used)"}
+    request = urllib.request.Request(f"{endpoint}/api/models?limit=1", method="HEAD",
+                                     headers={"User-Agent": "stablekit-doctor"})
+    try:
+        with urllib.request.urlopen(request, timeout=_HUB_TIMEOUT_S) as response:
+            status = response.status
+    except urllib.error.HTTPError as err:  # an answer, even an error status, means the hub is reachable
+        status = err.code
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        return {"endpoint": endpoint, "reachable": False,
+                "detail": f"not reachable ({reason}); downloads will fail, downloaded models still work"}
+    return {"endpoint": endpoint, "reachable": True, "detail": f"reachable (HTTP {status})"}
+
+
+def _ffmpeg() -> dict:
+    """The ffmpeg that MP4 video is encoded with (imageio-ffmpeg's own, or IMAGEIO_FFMPEG_EXE)."""
+    try:
+        import imageio_ffmpeg
+
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+        version = imageio_ffmpeg.get_ffmpeg_version()
+    except (ImportError, RuntimeError, OSError) as err:
+        return {"available": False, "path": None, "version": None,
+                "detail": f"not available ({err}): `video` can write .gif, .webp and frame folders, not .mp4"}
+    return {"available": True, "path": exe, "version": version, "detail": f"{version} ({exe})"}
+
+
+def _rembg() -> dict:
+    """Whether background removal for `mesh` works: rembg with an onnxruntime, found without importing them
+    (rembg exits the process when the runtime is missing), and whether its u2net model is downloaded yet."""
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    missing = [name for name in ("rembg", "onnxruntime") if find_spec(name) is None]
+    if missing:
+        return {"available": False, "version": None,
+                "detail": f"not available ({' and '.join(missing)} missing): `mesh` needs an image with a "
+                          "transparent background or --no-remove-bg (pip install -e '.[rembg]' adds it)"}
+    try:
+        found = version("rembg")
+    except PackageNotFoundError:
+        found = "unknown version"
+    model = Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net")) / "u2net.onnx"
+    weights = "u2net downloaded" if model.is_file() else "u2net is downloaded on first use"
+    return {"available": True, "version": found, "detail": f"{found} ({weights})"}
 
 
 def _has_token() -> bool:

@@ -22,6 +22,7 @@ from .options import (
     QuietOpt,
     SeedOpt,
     VramOpt,
+    default,
     device_flags,
     submit,
 )
@@ -68,9 +69,11 @@ def image(
         "--width", help="Width in pixels.  \\[default: the model's, or the input image's]")] = None,
     height: Annotated[int | None, typer.Option(
         "--height", help="Height in pixels.  \\[default: the model's, or the input image's]")] = None,
-    count: Annotated[int | None, typer.Option("--count", "-n", help="Images per prompt.  \\[default: 1]")] = None,
+    count: Annotated[int | None, typer.Option("--count", "-n",
+        help="Images per prompt.  " + default("image", "num_images"))] = None,
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Images rendered together (more memory, faster per image).  \\[default: 1]")] = None,
+        "--batch-size",
+        help="Images rendered together (more memory, faster per image).  " + default("image", "batch_size"))] = None,
     scheduler: Annotated[str | None, typer.Option(
         "--scheduler", autocompletion=complete_scheduler,
         help="Sampler (list below).  \\[default: the model's]")] = None,
@@ -89,10 +92,11 @@ def image(
     refiner: Annotated[bool, typer.Option(
         "--refiner", rich_help_panel=INPUT_PANEL, help="Finish SDXL images with the refiner.")] = False,
     refiner_model: Annotated[str | None, typer.Option(
-        "--refiner-model", rich_help_panel=INPUT_PANEL, help="Refiner to use.  \\[default: sdxl-refiner]")] = None,
+        "--refiner-model", rich_help_panel=INPUT_PANEL,
+            help="Refiner to use.  " + default("image", "refiner_model"))] = None,
     refiner_split: Annotated[float | None, typer.Option(
         "--refiner-split", rich_help_panel=INPUT_PANEL,
-        help="Fraction of the steps the base runs before the refiner.  \\[default: 0.8]")] = None,
+        help="Fraction of the steps the base runs before the refiner.  " + default("image", "denoising_split"))] = None,
     family: Annotated[str | None, typer.Option(
         "--family", rich_help_panel=INPUT_PANEL,
         help="Architecture of a single-file --model checkpoint: sd15, sd21, sdxl, sd3.  \\[default: detected]")] = None,

@@ -1,4 +1,4 @@
-"""`stablekit mesh`: one image (or a prompt, drawn first) to a vertex-coloured 3D mesh with TripoSR."""
+"""`stablekit mesh`: one image (or a prompt, drawn first) to a 3D mesh with TripoSR: coloured, textured, previewed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from .options import (
     DryRunOpt,
     DtypeOpt,
     JsonOpt,
+    LockedOpt,
     ModelOpt,
+    NoServerOpt,
     OffloadOpt,
     OutputDirOpt,
     OutputOpt,
@@ -23,6 +25,7 @@ from .options import (
     VramOpt,
     complete_model,
     device_flags,
+    submit,
     value,
 )
 
@@ -34,12 +37,19 @@ EPILOG = """Examples:
 
   stablekit mesh "a wooden chair, studio lighting, white background" --keep-image
 
+  stablekit mesh --image chair.png --faces 5000 --texture 1024     (game-ready: GLB with a baked texture)
+
+  stablekit mesh --image chair.png -o chair.obj --texture 1024     (chair.obj + chair.mtl + chair-texture.png)
+
+  stablekit mesh --image chair.png --turntable chair.mp4           (and a video of it turning: .mp4 .gif .webp)
+
   stablekit mesh --image chair.png --model tiny-triposr      (offline smoke run)
 
   stablekit mesh --image chair.png --resolution 256 --dry-run (show the device plan)
 """
 
 MESH_PANEL = "Mesh"
+TURNTABLE_PANEL = "Turntable"
 
 
 class MeshFormat(str, Enum):
@@ -85,6 +95,22 @@ def mesh(
     up: Annotated[Up | None, typer.Option(
         "--up", rich_help_panel=MESH_PANEL,
         help="Up axis: y (glTF; the input view faces +Z) or z (TripoSR's own frame).  \\[default: y]")] = None,
+    faces: Annotated[int | None, typer.Option(
+        "--faces", rich_help_panel=MESH_PANEL,
+        help="Simplify to about this many faces (quadric decimation; a closed mesh stays closed).  "
+             "\\[default: all]")] = None,
+    texture: Annotated[int | None, typer.Option(
+        "--texture", rich_help_panel=MESH_PANEL,
+        help="Bake a UV texture this many texels square (64-8192; .glb or .obj) instead of vertex colours.  "
+             "\\[default: vertex colours]")] = None,
+    turntable: Annotated[str | None, typer.Option(
+        "--turntable", rich_help_panel=TURNTABLE_PANEL,
+        help="Also write a video of the mesh turning: NAME.mp4, .gif or .webp (beside -o, in --output-dir).")] = None,
+    turntable_views: Annotated[int | None, typer.Option(
+        "--turntable-views", rich_help_panel=TURNTABLE_PANEL, help="Frames in one turn.  \\[default: 30]")] = None,
+    turntable_size: Annotated[int | None, typer.Option(
+        "--turntable-size", rich_help_panel=TURNTABLE_PANEL,
+        help="Width and height of the video.  \\[default: 256]")] = None,
     seed: SeedOpt = None,
     model: ModelOpt = None,
     preset: PresetOpt = None,
@@ -98,31 +124,17 @@ def mesh(
     json_output: JsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
+    no_server: NoServerOpt = False,
+    locked: LockedOpt = False,
 ) -> None:
-    """Make a 3D mesh (GLB, OBJ, PLY or STL) from an image or a text prompt."""
-    from stablekit import planning
-    from stablekit.engines import mesh as engine
-    from stablekit.outputs import OutputOptions
+    """Make a 3D mesh (GLB, OBJ, PLY or STL) from an image or a text prompt; optionally textured, with a preview."""
+    from stablekit.jobs import job_from
 
-    console = ctx.obj
-    console.quiet = console.quiet or quiet
-    flags = {"image": image, "image_model": image_model, "keep_image": keep_image or None,
-             "remove_background": remove_bg, "foreground_ratio": foreground_ratio, "mc_resolution": resolution,
-             "mc_threshold": threshold, "chunk_size": chunk_size, "output_format": value(output_format),
-             "up": value(up), "seed": seed, **device_flags(device, dtype, offload, vram)}
-    spec, request = planning.resolve_request("mesh", prompt=prompt or "", model=model, preset=preset, flags=flags)
-    engine.validate(request, spec)
-    options = OutputOptions(output=output, output_dir=output_dir, overwrite=overwrite)
-    engine.check_output(request, options)
-    prepared = engine.prepare(spec, request)
-    stage = engine.image_stage(request, prepared.hardware)
-    if dry_run:
-        if stage:
-            console.show_plan(planning.describe(stage.prepared, stage.request), json_output)
-        console.show_plan(planning.describe(prepared, request), json_output)
-        return
-    if stage:
-        console.show_plan_summary(stage.prepared.plan)
-    console.show_plan_summary(prepared.plan)
-    engine.generate(prepared, request, options, console, stage=stage,
-                    on_output=lambda item: console.result(item if json_output else item["path"]))
+    values = {"prompt": prompt or "", "image": image, "image_model": image_model, "keep_image": keep_image or None,
+              "remove_background": remove_bg, "foreground_ratio": foreground_ratio, "mc_resolution": resolution,
+              "mc_threshold": threshold, "chunk_size": chunk_size, "output_format": value(output_format),
+              "up": value(up), "face_count": faces, "texture_size": texture, "turntable": turntable,
+              "turntable_views": turntable_views, "turntable_size": turntable_size, "seed": seed, "model": model,
+              "output": output, **device_flags(device, dtype, offload, vram)}
+    submit(ctx, [job_from("mesh", values, preset=preset)], output_dir=output_dir, overwrite=overwrite,
+           json_output=json_output, dry_run=dry_run, quiet=quiet, no_server=no_server, locked=locked)

@@ -113,18 +113,39 @@ def info(ctx: typer.Context, model: ModelArg, json_output: JsonOpt = False) -> N
 @app.command("pull")
 def pull(
     ctx: typer.Context,
-    model: ModelArg,
+    model: Annotated[str | None, typer.Argument(
+        help="Model id or alias (with --locked: all locked models when omitted).", autocompletion=complete_model)]
+    = None,
     configs_only: Annotated[bool, typer.Option(
         "--configs-only", help="Only configs and tokenizers (what single-file checkpoints need).")] = False,
+    locked: Annotated[bool, typer.Option(
+        "--locked", help="Fetch exactly the files stablekit.lock lists, at the locked commit, and check them.")]
+    = False,
 ) -> None:
     """Download a model's files (only those its loader reads), or build a tiny model."""
     from stablekit import hub
+    from stablekit.errors import UsageError
     from stablekit.registry import load_registry
+
+    if locked:  # stablekit/lockfile.py
+        from stablekit.lockfile import pull_all
+
+        for folder in pull_all([model] if model else None, quiet=ctx.obj.quiet):
+            ctx.obj.result(str(folder))
+        return
+    if model is None:
+        raise UsageError("missing the model", hint="stablekit models pull MODEL (or --locked for the lockfile's)")
 
     spec = load_registry().resolve(model)
     console = ctx.obj
+    if spec.tiny:
+        already = hub.local_state(spec).ready
+        folder = hub.pull(spec, quiet=console.quiet)
+        console.info(f"{spec.id}: {'already built' if already else 'built'} (random weights, {spec.tiny} layout)")
+        console.result(str(folder))
+        return
     console.stage(f"Pulling {'the configs of ' if configs_only else ''}{spec.id} from {spec.source}")
-    ctx.obj.result(str(hub.pull(spec, quiet=console.quiet, configs_only=configs_only)))
+    console.result(str(hub.pull(spec, quiet=console.quiet, configs_only=configs_only)))
 
 
 @app.command("path")

@@ -29,13 +29,6 @@ def complete_preset(incomplete: str) -> list[str]:
         return []
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cuda = "cuda"
-    mps = "mps"
-    cpu = "cpu"
-
-
 class Dtype(str, Enum):
     float32 = "float32"
     float16 = "float16"
@@ -72,13 +65,28 @@ DryRunOpt = Annotated[bool, typer.Option(
 OutputOpt = Annotated[str | None, typer.Option(
     "--output", "-o", rich_help_panel=OUTPUT_PANEL,
     help="File name or template, e.g. 'renders/{model}-{seed}-{index}.png'. "
-         "Fields: model seed index prompt date time.")]
+         "Fields: id model seed index prompt date time.")]
 OutputDirOpt = Annotated[str, typer.Option(
     "--output-dir", "-d", rich_help_panel=OUTPUT_PANEL, help="Folder that relative outputs go into.")]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", rich_help_panel=OUTPUT_PANEL, help="Replace existing files instead of choosing a numbered name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per output on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors: no progress.")]
+NoServerOpt = Annotated[bool, typer.Option(
+    "--no-server", rich_help_panel=DEVICE_PANEL,
+    help="Run here even when `stablekit serve` is running (also: STABLEKIT_SERVER=0).")]
+def _lock_command(ctx: typer.Context, locked: bool) -> bool:
+    """--locked holds for the whole command, from reading the model's configs to the last load."""
+    if locked:
+        from stablekit.lockfile import start_locking
+
+        ctx.call_on_close(start_locking())
+    return locked
+
+
+LockedOpt = Annotated[bool, typer.Option(
+    "--locked", rich_help_panel=DEVICE_PANEL, callback=_lock_command,
+    help="Load only the files in stablekit.lock, each checked against its sha256 (also: STABLEKIT_LOCKED=1).")]
 
 
 def value(option: Enum | None) -> str | None:
@@ -89,3 +97,52 @@ def device_flags(device: str | None, dtype: Dtype | None, offload: Offload | Non
                  vram: float | None) -> dict:
     return {"device": None if device in (None, "auto") else device, "dtype": value(dtype),
             "offload": value(offload), "vram": vram}
+
+
+def submit(ctx: typer.Context, jobs: list, *, output_dir: str = ".", overwrite: bool = False, json_output: bool = False,
+           dry_run: bool = False, quiet: bool = False, no_server: bool = False, locked: bool = False,
+           as_batch: bool = False) -> list[dict]:
+    """Hand jobs to the library: their device plans with --dry-run, else to a running `stablekit serve`, else
+    run them here into an output sink (`as_batch`: through the batch loop, for a prompts file)."""
+    from stablekit import client
+    from stablekit.jobs import output_count
+
+    console = ctx.obj
+    console.quiet = console.quiet or quiet
+    total = sum(output_count(job) for job in jobs)
+
+    def on_result(item: dict) -> None:
+        console.result(item if json_output else item["path"])
+
+    if not dry_run:
+        served = client.run(jobs, console, on_result=on_result, output_dir=output_dir, overwrite=overwrite,
+                            total=total, no_server=no_server or locked or as_batch)
+        # (a server cannot honour this run's lock, nor run the batch loop of a prompts file yet)
+        if served is not None:
+            return served
+    from stablekit import runner
+    from stablekit.sink import Sink
+
+    if dry_run:
+        for data in runner.dry_run(jobs[0]):
+            console.show_plan(data, json_output)
+        return []
+    sink = Sink(output_dir, overwrite=overwrite, total=total, on_result=on_result)
+    from stablekit.lockfile import locking
+
+    with locking(locked):
+        if as_batch:
+            from stablekit.batch import run_jobs
+
+            return run_jobs(jobs, sink, console)
+        return runner.run(jobs, sink, console)
+
+
+def default(command: str, field: str) -> str:
+    """`[default: X]` for help text, read from the request type so help never drifts from the code."""
+    import dataclasses
+
+    from stablekit.params import REQUESTS
+
+    value = next(f.default for f in dataclasses.fields(REQUESTS[command]) if f.name == field)
+    return f"\\[default: {value}]"

@@ -14,15 +14,21 @@ app = typer.Typer(help="List and show presets (TOML files; yours go in $STABLEKI
 
 def _as_dict(preset) -> dict:
     return {"name": preset.name, "command": preset.command, "description": preset.description,
-            "values": preset.values, "path": str(preset.path), "origin": preset.origin}
+            "values": preset.values, "path": str(preset.path), "origin": preset.origin, "problem": preset.problem}
 
 
 @app.command("list")
 def list_presets(ctx: typer.Context, json_output: JsonOpt = False) -> None:
-    """List the presets."""
+    """List the presets; a file that cannot be used is listed as broken, with the reason.
+
+    --json prints one JSON array of {name, command, description, values, path, origin, problem}.
+    """
     from stablekit.preset_files import list_presets as find
 
     presets = find()
+    for p in presets:
+        if p.problem:
+            ctx.obj.warn(f"preset '{p.name}' is broken: {p.path}: {p.problem}")
     if json_output:
         import json
 
@@ -34,7 +40,10 @@ def list_presets(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     for column in ("name", "command", "origin", "description"):
         table.add_column(column)
     for p in presets:
-        table.add_row(p.name, p.command, p.origin, p.description)
+        if p.problem:
+            table.add_row(p.name, "-", f"{p.origin}, broken", f"cannot be used: {p.problem}")
+        else:
+            table.add_row(p.name, p.command, p.origin, p.description)
     ctx.obj.table(table)
 
 

@@ -20,6 +20,7 @@ from .options import (
     QuietOpt,
     SeedOpt,
     VramOpt,
+    default,
     device_flags,
 )
 
@@ -54,16 +55,19 @@ MaxTokensOpt = Annotated[int | None, typer.Option(
     help="Most tokens in an answer (cut to what the context leaves).  \\[default: the model's]")]
 MinTokensOpt = Annotated[int | None, typer.Option(
     "--min-tokens", rich_help_panel=GENERATION_PANEL,
-    help="Fewest tokens in an answer: the end-of-text token is held back until then.  \\[default: 0]")]
+    help="Fewest tokens in an answer: the end-of-text token is held back until then.  "
+         + default("text", "min_new_tokens"))]
 TemperatureOpt = Annotated[float | None, typer.Option(
     "--temperature", "-t", rich_help_panel=GENERATION_PANEL,
     help="Sampling temperature; 0 = greedy (no randomness).  \\[default: the model's]")]
 TopPOpt = Annotated[float | None, typer.Option(
     "--top-p", rich_help_panel=GENERATION_PANEL, help="Nucleus sampling mass.  \\[default: the model's]")]
 TopKOpt = Annotated[int | None, typer.Option(
-    "--top-k", rich_help_panel=GENERATION_PANEL, help="Sample among the k likeliest tokens; 0 = off.  \\[default: 50]")]
+    "--top-k", rich_help_panel=GENERATION_PANEL,
+    help="Sample among the k likeliest tokens; 0 = off.  " + default("text", "top_k"))]
 RepetitionOpt = Annotated[float | None, typer.Option(
-    "--repetition-penalty", rich_help_panel=GENERATION_PANEL, help="Above 1 discourages repeats.  \\[default: 1.0]")]
+    "--repetition-penalty", rich_help_panel=GENERATION_PANEL,
+    help="Above 1 discourages repeats.  " + default("text", "repetition_penalty"))]
 StopOpt = Annotated[list[str] | None, typer.Option(
     "--stop", rich_help_panel=GENERATION_PANEL,
     help="End the answer where this text appears (left out of the output). Repeatable.")]

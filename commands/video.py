@@ -25,6 +25,7 @@ from .options import (
     SeedOpt,
     VramOpt,
     complete_model,
+    default,
     device_flags,
     submit,
 )
@@ -58,30 +59,33 @@ def video(
         "--image", "-i", help="Image to video: the first frame (scaled to cover the size, centre-cropped).")] = None,
     image_model: Annotated[str | None, typer.Option(
         "--image-model", autocompletion=complete_model,
-        help="Image model that draws a prompt's first frame.  \\[default: sdxl-turbo]")] = None,
+        help="Image model that draws a prompt's first frame.  " + default("video", "image_model"))] = None,
     keep_image: Annotated[bool, typer.Option(
         "--keep-image", help="Keep the first frame drawn from the prompt beside the video (.png).")] = False,
     frames: Annotated[int | None, typer.Option(
-        "--frames", help="Number of frames.  \\[default: the model's: 14 for svd, 25 for svd-xt]")] = None,
+        "--frames", help="Number of frames.  \\[default: the model's]")] = None,
     fps: Annotated[int | None, typer.Option(
         "--fps", help="Frames per second: the motion conditioning and the file's rate.  "
                       "\\[default: the model's]")] = None,
     width: Annotated[int | None, typer.Option(
-        "--width", help="Width in pixels, a multiple of 8.  \\[default: the model's, 1024]")] = None,
+        "--width", help="Width in pixels, a multiple of 8.  \\[default: the model's]")] = None,
     height: Annotated[int | None, typer.Option(
-        "--height", help="Height in pixels, a multiple of 8.  \\[default: the model's, 576]")] = None,
+        "--height", help="Height in pixels, a multiple of 8.  \\[default: the model's]")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps.  \\[default: the model's]")] = None,
     motion: Annotated[int | None, typer.Option(
         "--motion", rich_help_panel=MOTION_PANEL,
-        help="Motion bucket: more is more movement.  \\[default: 127]")] = None,
+        help="Motion bucket: more is more movement.  " + default("video", "motion_bucket_id"))] = None,
     noise_aug: Annotated[float | None, typer.Option(
         "--noise-aug", rich_help_panel=MOTION_PANEL,
-        help="Noise added to the first frame: more strays further from it.  \\[default: 0.02]")] = None,
+        help="Noise added to the first frame: more strays further from it.  "
+             + default("video", "noise_aug_strength"))] = None,
     min_guidance: Annotated[float | None, typer.Option(
         "--min-guidance", rich_help_panel=MOTION_PANEL,
-        help="Guidance of the first frame, rising to --max-guidance at the last.  \\[default: 1.0]")] = None,
+        help="Guidance of the first frame, rising to --max-guidance at the last.  "
+             + default("video", "min_guidance_scale"))] = None,
     max_guidance: Annotated[float | None, typer.Option(
-        "--max-guidance", rich_help_panel=MOTION_PANEL, help="Guidance of the last frame.  \\[default: 3.0]")] = None,
+        "--max-guidance", rich_help_panel=MOTION_PANEL,
+        help="Guidance of the last frame.  " + default("video", "max_guidance_scale"))] = None,
     decode_chunk: Annotated[int | None, typer.Option(
         "--decode-chunk", rich_help_panel=DEVICE_PANEL,
         help="Frames decoded at a time (fewer: less memory).  \\[default: the device plan's]")] = None,

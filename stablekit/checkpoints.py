@@ -78,3 +78,29 @@ def detect_family(path: Path) -> str | None:
         if any(name.startswith(prefix) for name in names):
             return family
     return None
+
+
+def damaged_file(folder: Path, skip: tuple[str, ...] = ()) -> tuple[Path, str] | None:
+    """The first file of a model folder that cannot be what its name says, and why; None when all can.
+
+    Cheap (headers and configs only), so a folder is checked before a minutes-long load trips over it:
+    every .safetensors must have a safetensors header, every config a JSON object. `skip`: components
+    that will not be loaded from this folder.
+    """
+    candidates = [*sorted(folder.glob("*")), *sorted(folder.glob("*/*"))]
+    for path in candidates:
+        if not path.is_file() or (path.parent != folder and path.parent.name in skip):
+            continue
+        if path.suffix == ".safetensors":
+            try:
+                _header(path)
+            except InputError:
+                return path, "not a safetensors file"
+        elif path.suffix == ".json" and path.name in ("model_index.json", "config.json", "scheduler_config.json"):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError):
+                return path, "not readable JSON"
+            if not isinstance(data, dict):
+                return path, f"JSON of the wrong shape (a {type(data).__name__}, not an object)"
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import traceback
@@ -34,7 +35,7 @@ def _global_options(
 
 
 def build_app() -> typer.Typer:
-    from .commands import audio, doctor, image, mesh, models, presets, text, video
+    from .commands import audio, batch, doctor, image, info, lock, mesh, models, presets, reproduce, serve, text, video
 
     app = typer.Typer(name="stablekit", help=HELP, no_args_is_help=True, pretty_exceptions_show_locals=False,
                       context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,9 +46,17 @@ def build_app() -> typer.Typer:
     app.command("chat", epilog=text.CHAT_EPILOG)(text.chat)
     app.command("mesh", epilog=mesh.EPILOG)(mesh.mesh)
     app.command("video", epilog=video.EPILOG)(video.video)
+    app.command("batch", epilog=batch.EPILOG)(batch.batch)
     app.add_typer(models.app, name="models")
     app.add_typer(presets.app, name="presets")
     app.command("doctor")(doctor.doctor)
+    app.command("info", epilog=info.EPILOG)(info.info)
+    app.command("reproduce", epilog=reproduce.EPILOG)(reproduce.reproduce)
+    app.command("lock", epilog=lock.EPILOG)(lock.lock)
+    app.command("serve", epilog=serve.SERVE_EPILOG)(serve.serve)
+    app.command("ps")(serve.ps)
+    app.command("unload")(serve.unload)
+    app.command("stop")(serve.stop)
     return app
 
 
@@ -66,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: exit 0 ok, 1 failure, 2 usage, 130 interrupted; tracebacks only with STABLEKIT_DEBUG=1."""
     debug = os.environ.get("STABLEKIT_DEBUG", "") not in ("", "0")
     try:
-        code = build_app()(args=argv, prog_name="stablekit", standalone_mode=False)
+        # One call, one run: context variables set while it runs (--locked) end with it, even where a parse error
+        # keeps their reset from running, so a second main() in the same process starts clean.
+        code = contextvars.copy_context().run(build_app(), args=argv, prog_name="stablekit", standalone_mode=False)
     except StablekitError as err:
         if debug:
             traceback.print_exc()

@@ -1,24 +1,25 @@
-"""The device manager: probe() the hardware, plan() a pure fit of a model to it, apply() the plan.
+"""The device manager: probe() the hardware, plan() a pure fit of a model to it, place() a pipeline as planned.
 
 plan() is a pure function of the model's memory profile, the hardware and the request, so it can be tested
 as a table of fake hardware; it carries the reason for every choice, and every choice can be overridden.
-apply() is the only code that calls diffusers' offload / tiling / slicing APIs.
+place() is the only code that calls diffusers' offload / tiling / slicing APIs.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import DoesNotFitError, UsageError
+from .families import family
 from .registry import ModelSpec
 
 GIB = 1024**3
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
           "bfloat16": "bfloat16", "bf16": "bfloat16"}
 OFFLOADS = ("none", "model", "group", "sequential")
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 _BUDGET_SHARE = {"cuda": 0.90, "mps": 0.65, "cpu": 0.85}  # of free memory, leaving room for the rest
 _RUNTIME_GIB = {"cuda": 0.3, "mps": 0.3, "cpu": 0.0}  # allocator slack and workspaces on accelerators
@@ -169,7 +170,7 @@ def _choose_dtype(spec: ModelSpec, hardware: Hardware, device: str, requested: s
         cc = ".".join(map(str, hardware.compute_capability or (0, 0)))
         return "bfloat16", f"dtype bfloat16: compute capability {cc} has bf16 (fp32 range, no fp16 overflow)"
     cc = ".".join(map(str, hardware.compute_capability or (0, 0)))
-    note = " (the VAE is upcast for decoding)" if spec.family == "sdxl" else ""
+    note = " (the VAE is upcast for decoding)" if family(spec.family).fp16_vae else ""
     return "float16", f"dtype float16: compute capability {cc} has no bf16{note}"
 
 
@@ -375,9 +376,6 @@ def _largest_size_that_fits(spec, hardware, work, overrides) -> tuple[int, int] 
     return None
 
 
-def fits(spec: ModelSpec, hardware: Hardware, work: Workload) -> bool:
-    return _search(spec, hardware, work, Overrides())[0] is not None
-
 
 def default_workload(spec: ModelSpec, **changes: Any) -> Workload:
     """The workload of a plain run with the model's defaults, with any field changed."""
@@ -388,18 +386,24 @@ def default_workload(spec: ModelSpec, **changes: Any) -> Workload:
     return replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
-def probe() -> Hardware:
-    """Read the machine: the first CUDA GPU (free memory now), else MPS, else CPU; and system RAM."""
+def probe(device: str | None = None) -> Hardware:
+    """Read the machine: a CUDA GPU (the one `device` names as cuda:N, else the first; free memory now), else
+    MPS, else CPU; and system RAM. A cuda:N beyond the GPUs present reads GPU 0 and lets plan() refuse it."""
     import psutil
     import torch
 
     memory = psutil.virtual_memory()
     ram_total, ram_free = memory.total / GIB, memory.available / GIB
     if torch.cuda.is_available():
-        free, total = torch.cuda.mem_get_info(0)
-        return Hardware("cuda", torch.cuda.get_device_name(0), round(total / GIB, 2), round(free / GIB, 2),
-                        round(ram_total, 2), round(ram_free, 2), torch.cuda.get_device_capability(0),
-                        torch.cuda.device_count())
+        count = torch.cuda.device_count()
+        index = _gpu_index(device)
+        index = index if index is not None and index < count else 0
+        free, total = torch.cuda.mem_get_info(index)
+        name = torch.cuda.get_device_name(index)
+        if count > 1:
+            name = f"{name} (GPU {index} of {count})"
+        return Hardware("cuda", name, round(total / GIB, 2), round(free / GIB, 2), round(ram_total, 2),
+                        round(ram_free, 2), tuple(torch.cuda.get_device_capability(index)), count)
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return Hardware("mps", "Apple silicon", round(ram_total, 2), round(ram_free, 2), round(ram_total, 2),
                         round(ram_free, 2), None, 1)
@@ -410,13 +414,20 @@ def probe() -> Hardware:
                     round(ram_total, 2), round(ram_free, 2), None, 0)
 
 
+def _gpu_index(device: str | None) -> int | None:
+    """N of "cuda:N" (None for anything else; plan() says what is wrong with a bad one)."""
+    if device and device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    return None
+
+
 def torch_dtype(plan_: DevicePlan):
     import torch
 
     return getattr(torch, plan_.dtype)
 
 
-def apply(pipe, plan_: DevicePlan):
+def place(pipe, plan_: DevicePlan):
     """Place a loaded diffusers pipeline as planned: the only caller of offload, tiling and slicing APIs."""
     import torch
 
@@ -450,3 +461,15 @@ def transformers_load_kwargs(plan_: DevicePlan) -> dict[str, Any]:
     gpu_index = int(device.split(":")[1])
     budget = f"{math.floor(plan_.budget_gib * 1024)}MiB"
     return {"device_map": "auto", "max_memory": {gpu_index: budget, "cpu": "1024GiB"}}
+
+
+def free_memory(device: str) -> None:
+    """Give memory back after a model is released: Python's garbage, then the accelerator's cache."""
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    elif torch is not None and device == "mps":
+        torch.mps.empty_cache()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GatedModelError, ModelNotDownloadedError, ModelUnavailableError, StablekitError
-from .paths import hf_hub_cache, tiny_models_dir
+from .errors import GatedModelError, ModelNotDownloadedError, ModelUnavailableError, StablekitError, UsageError
+from .paths import hf_hub_cache, inside, tiny_models_dir, writing_error
 from .registry import ModelSpec
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -33,11 +34,16 @@ class LocalState:
 
 
 def repo_cache_dir(repo: str) -> Path:
-    return hf_hub_cache() / ("models--" + repo.replace("/", "--"))
+    """The hub cache entry of a repo: one folder directly inside the cache, whatever the repo id holds."""
+    name = "models--" + repo.replace("/", "--")
+    if "/" in name or "\\" in name or name.startswith("models--.") or ".." in repo or "\0" in repo:
+        raise UsageError(f"{repo!r} is not a hub repo id", hint="write it as ORG/NAME")
+    return inside(hf_hub_cache(), hf_hub_cache() / name, repo)
 
 
 def tiny_dir(spec: ModelSpec) -> Path:
-    return tiny_models_dir() / (spec.configs_from or spec.id)
+    """Where a tiny model is built: inside STABLEKIT_HOME/tiny, never elsewhere (checked after symlinks)."""
+    return inside(tiny_models_dir(), tiny_models_dir() / (spec.configs_from or spec.id), spec.id)
 
 
 def _tree_size(path: Path) -> int:
@@ -57,9 +63,12 @@ def _snapshot(repo: str, revision: str) -> Path | None:
     commit = revision if _COMMIT.match(revision) else None
     if commit is None:
         ref = cache / "refs" / revision
-        if not ref.is_file():
+        try:
+            commit = ref.read_text().strip() if ref.is_file() else None
+        except (OSError, UnicodeDecodeError):
+            commit = None
+        if not commit or not _COMMIT.match(commit):
             return None
-        commit = ref.read_text().strip()
     folder = cache / "snapshots" / commit
     return folder if folder.is_dir() else None
 
@@ -80,8 +89,11 @@ def local_state(spec: ModelSpec) -> LocalState:
         from .testing.tiny import is_complete  # cheap: builders import torch only when they run
 
         path = tiny_dir(spec)
-        built = is_complete(spec.tiny, path)
-        return LocalState("built" if built else "missing", path if built else None, _tree_size(path) if built else 0)
+        if is_complete(spec.tiny, path):
+            return LocalState("built", path, _tree_size(path))
+        if path.is_dir():  # an older build, or a folder that is not stablekit's: `models rm` decides which
+            return LocalState("partial", path, _tree_size(path))
+        return LocalState("missing", None, 0)
     for repo in (spec.repo, *spec.fallbacks):
         cache = repo_cache_dir(repo)
         if not cache.is_dir():
@@ -118,6 +130,7 @@ def download_patterns(spec: ModelSpec, configs_only: bool = False) -> tuple[list
         allow.append(weights)
         if spec.variant != "fp16":
             ignore.append("*.fp16.safetensors")
+        ignore += [f"{component}/*" for component in spec.shared]  # loaded from the base model instead
         return allow, ignore
     return ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"], ignore
 
@@ -159,12 +172,127 @@ def _download(repo: str, revision: str, allow: list[str] | None, ignore: list[st
         if translated is None and _is_connection_error(err):
             raise ModelNotDownloadedError(
                 f"{name} is not downloaded and the hub cannot be reached" + (" (HF_HUB_OFFLINE)" if offline() else ""),
-                hint=f"run 'stablekit models pull {name}' on a machine with network access"
-                if name != repo else "download it on a machine with network access",
+                hint=f"run 'stablekit models pull {name}' on a machine with network access",
             ) from None
+        if translated is None and isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+            raise writing_error(err, hf_hub_cache(), f"{repo}'s files") from None
         if translated is None:
             raise
         raise translated from None
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST)
+
+
+def _build_tiny(spec: ModelSpec) -> Path:
+    """Build (or reuse) a tiny model inside STABLEKIT_HOME/tiny; write failures said as such."""
+    from .testing import tiny
+
+    folder = tiny_dir(spec)
+    if (folder.exists() or folder.is_symlink()) and not (folder / tiny.MARKER).is_file():
+        raise UsageError(f"{spec.id}: {folder} exists and was not built by stablekit, so it is not replaced",
+                         hint="move it away, or give the record another id")
+    try:
+        return tiny.ensure(spec.tiny, folder)
+    except OSError as err:
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        raise writing_error(err, folder.parent, f"the tiny model {spec.id}") from None
+
+
+@dataclass(frozen=True)
+class RepoFiles:
+    """A hub repo that is in no catalog, as far as it is known before its weights are on disk."""
+
+    folder: Path  # the cache snapshot holding at least its configs
+    listing: list[str] | None  # the repo's file names (None when read from the cache alone)
+    counts: dict[str, float] | None  # millions of parameters per component, from the safetensors headers
+
+
+# What tells a repo's kind and size: the index files and the component configs (kilobytes, needed anyway).
+_LAYOUT_FILES = ["model_index.json", "config.json", "config.yaml", "*/config.json", "tokenizer_config.json",
+                 "chat_template.jinja"]
+
+
+def describe_repo(repo: str, revision: str = "main") -> RepoFiles:
+    """Fetch (or find in the cache) the files that say what a repo is, before any weights are downloaded."""
+    from .checkpoints import parameter_counts
+    from .lockfile import locked_commit  # --locked: the configs of the locked commit (lockfile.py)
+
+    revision = locked_commit(repo) or revision
+    snapshot = _snapshot(repo, revision)
+    if snapshot and any((snapshot / name).is_file() for name in _INDEX_FILES):
+        if _has_weights(snapshot):
+            return RepoFiles(snapshot, None, parameter_counts(snapshot))
+        if offline():  # only its configs: enough to say what it is, not how big
+            return RepoFiles(snapshot, None, None)
+        folder = snapshot  # configs from an earlier look: the listing and sizes still come from the hub
+    elif offline():
+        raise ModelNotDownloadedError(
+            f"{repo} is not downloaded and HF_HUB_OFFLINE is set, so stablekit cannot read what model it is",
+            hint=f"run 'stablekit models pull {repo}' while online")
+    else:
+        folder = _fetch_layout_files(repo, revision)
+    listing = _listing(repo, revision)
+    return RepoFiles(folder, listing, _remote_counts(repo, revision, listing))
+
+
+def _fetch_layout_files(repo: str, revision: str) -> Path:
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    bars = not are_progress_bars_disabled()
+    disable_progress_bars()  # a few kilobytes: no bar
+    try:
+        folder = _download(repo, revision, _LAYOUT_FILES, list(_NEVER), repo)
+    finally:
+        if bars:
+            enable_progress_bars()
+    if not any((folder / name).is_file() for name in _INDEX_FILES):
+        raise ModelUnavailableError(f"{repo} has no model_index.json, config.json or config.yaml: not a model "
+                                    "stablekit can read", hint=f"see https://huggingface.co/{repo}/tree/{revision}")
+    return folder
+
+
+def _api():
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT"))
+
+
+def _listing(repo: str, revision: str) -> list[str]:
+    try:
+        return _api().list_repo_files(repo, revision=revision)
+    except Exception as err:  # noqa: BLE001 - translated below or re-raised
+        translated = _hub_error(err, repo)
+        if translated is None:
+            raise
+        raise translated from None
+
+
+def _remote_counts(repo: str, revision: str, listing: list[str]) -> dict[str, float] | None:
+    """Millions of parameters per component, from the safetensors headers on the hub (a few KB each)."""
+    from huggingface_hub import errors as hub_errors
+
+    files = [name for name in listing if name.endswith(".safetensors") and not name.startswith("safety_checker/")
+             and name.count("/") <= 1]
+    components: dict[str, list[str]] = {}
+    for name in files:
+        components.setdefault(name.split("/")[0] if "/" in name else "model", []).append(name)
+    counts: dict[str, float] = {}
+    api = _api()
+    for component, names in components.items():
+        plain = [n for n in names if ".fp16." not in n] or names  # one weight set per component
+        total = 0
+        for name in plain:
+            try:
+                header = api.parse_safetensors_file_metadata(repo, name, revision=revision)
+            except hub_errors.SafetensorsParsingError:
+                raise ModelUnavailableError(f"{repo}: {name} is not a safetensors file",
+                                            hint="the repo is damaged; pick another model") from None
+            total += sum(header.parameter_count.values())
+        if total:
+            counts[component] = round(total / 1e6, 2)
+    return counts or None
 
 
 def pull(spec: ModelSpec, *, quiet: bool = False, configs_only: bool = False) -> Path:
@@ -174,9 +302,7 @@ def pull(spec: ModelSpec, *, quiet: bool = False, configs_only: bool = False) ->
     if spec.local_path:
         return Path(spec.local_path)
     if spec.tiny:
-        from .testing import tiny
-
-        return tiny.ensure(spec.tiny, tiny_dir(spec))
+        return _build_tiny(spec)
     from huggingface_hub.utils import disable_progress_bars
 
     if quiet:
@@ -214,9 +340,7 @@ def offline() -> bool:
 def config_folder(spec: ModelSpec) -> Path:
     """Where a single-file checkpoint's configs are: its config record's files on disk (never the network)."""
     if spec.tiny:
-        from .testing import tiny
-
-        return tiny.ensure(spec.tiny, tiny_dir(spec))
+        return _build_tiny(spec)
     for repo in (spec.repo, *spec.fallbacks):
         snapshot = _snapshot(repo, spec.revision)
         if snapshot and (snapshot / "model_index.json").is_file():
@@ -234,25 +358,74 @@ def ensure_local(spec: ModelSpec, *, quiet: bool = False) -> Path:
     """
     if spec.checkpoint:
         return config_folder(spec)
+    from .lockfile import locked_folder  # --locked / STABLEKIT_LOCKED: only the lockfile's files (lockfile.py)
+
+    pinned = locked_folder(spec, quiet)
+    if pinned is not None:
+        return pinned
     state = local_state(spec)
     if state.status in ("downloaded", "built", "local"):
-        return state.path  # type: ignore[return-value]
-    if spec.repo and offline():
+        folder: Path = state.path  # type: ignore[assignment]
+    elif spec.repo and offline():
         raise ModelNotDownloadedError(
             f"{spec.id} is not downloaded and HF_HUB_OFFLINE is set",
             hint=f"run 'stablekit models pull {spec.id}' while online",
         )
-    return pull(spec, quiet=quiet)
+    else:
+        folder = pull(spec, quiet=quiet)
+    check_folder(spec, folder)
+    return folder
+
+
+def refetch_hint(spec: ModelSpec) -> str:
+    """How to get a model's files again, by where they came from."""
+    if spec.local_path:
+        return "the folder is yours: copy or convert the model into it again"
+    if spec.tiny:
+        return f"run 'stablekit models rm {spec.id} --yes' and it is rebuilt on the next run"
+    return f"run 'stablekit models rm {spec.id} --yes', then 'stablekit models pull {spec.id}'"
+
+
+def check_folder(spec: ModelSpec, folder: Path) -> None:
+    """Refuse a folder with a damaged file before loading it (cheap: headers and configs), naming the file."""
+    from .checkpoints import damaged_file
+
+    if not folder.is_dir():
+        return
+    found = damaged_file(folder)
+    if found:
+        path, why = found
+        raise StablekitError(f"{spec.id}: {path.relative_to(folder)} in {folder} is {why}",
+                             hint=refetch_hint(spec))
 
 
 def remove(spec: ModelSpec) -> int:
-    """Delete the model's files from disk; returns the bytes freed. Local folders are never deleted."""
-    if spec.local_path:
-        raise StablekitError(f"{spec.id} is your own folder; stablekit does not delete it")
-    folders = [tiny_dir(spec)] if spec.tiny else [repo_cache_dir(r) for r in (spec.repo, *spec.fallbacks)]
+    """Delete the model's files; returns the bytes freed.
+
+    Only what stablekit made (a tiny build, recognised by its marker) or the hub cache entry of the record's
+    repos is deleted, each checked to lie inside its folder; local folders and checkpoints never are.
+    """
+    if spec.local_path or spec.checkpoint:
+        raise UsageError(f"{spec.id} is your own file or folder; stablekit does not delete it")
+    if spec.tiny:
+        from .testing.tiny import MARKER
+
+        folder = tiny_dir(spec)
+        if folder.exists() and not (folder / MARKER).is_file():
+            raise UsageError(f"{spec.id}: {folder} was not built by stablekit, so it is not deleted",
+                             hint="delete it yourself if you are sure")
+        folders = [folder]
+    else:
+        folders = [repo_cache_dir(r) for r in (spec.repo, *spec.fallbacks)]
     freed = 0
     for folder in folders:
+        if folder.is_symlink():
+            raise UsageError(f"{spec.id}: {folder} is a symlink; stablekit deletes only folders it made")
         if folder.is_dir():
             freed += _tree_size(folder)
-            shutil.rmtree(folder)
+            try:
+                shutil.rmtree(folder)
+            except OSError as err:
+                raise StablekitError(f"cannot delete {folder}: {err.strerror}",
+                                     hint="check the folder's permissions") from None
     return freed

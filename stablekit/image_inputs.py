@@ -77,7 +77,7 @@ def cover(image, width: int, height: int):
     return image.crop((left, top, left + width, top + height))
 
 
-def prepare(image_path: str, mask_path: str | None, width: int | None, height: int | None, multiple: int):
+def read_inputs(image_path: str, mask_path: str | None, width: int | None, height: int | None, multiple: int):
     """(image, mask or None, width, height, rule) ready for the pipeline."""
     image = load_image(image_path, "--image")
     mask = load_image(mask_path, "--mask") if mask_path else None

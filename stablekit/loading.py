@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from .errors import StablekitError
+from .hub import refetch_hint
 from .registry import ModelSpec
 
 _SD1_FAMILIES = ("sd15", "sd21")
@@ -65,6 +66,16 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, **components):
         return cls.from_pretrained(folder, use_safetensors=True, **kwargs)
     except (OSError, ValueError) as err:
         source = spec.checkpoint or folder
-        hint = (f"is it a {spec.family} checkpoint? --family and --config choose how it is read" if spec.checkpoint
-                else f"if a download was interrupted, run 'stablekit models pull {spec.id}'")
-        raise StablekitError(f"cannot load {spec.name} from {source}: {str(err).splitlines()[0]}", hint=hint) from err
+        raise StablekitError(f"cannot load {spec.name} from {source}: {str(err).splitlines()[0]}",
+                             hint=_load_hint(spec, str(err))) from err
+
+
+def _load_hint(spec: ModelSpec, message: str) -> str:
+    if "trust_remote_code" in message or "custom" in message.lower():
+        return "this model needs its repository's own code, which stablekit never runs; pick another model"
+    if spec.checkpoint:
+        return f"is it a {spec.family} checkpoint? --family and --config choose how it is read"
+    if spec.local_path:
+        return "the folder's files do not match its model_index.json / config.json; " + refetch_hint(spec)
+    return "if a download was interrupted or a file is damaged, " + refetch_hint(spec)
+

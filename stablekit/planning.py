@@ -63,36 +63,3 @@ def describe(plan: Plan) -> dict[str, Any]:
         "request": asdict(plan.request),
         "job": plan.job.to_dict(),
     }
-
-
-# --- legacy shape, used by the mesh engine until it is ported to the protocol ----------------------------
-
-
-@dataclass(frozen=True)
-class Prepared:
-    spec: ModelSpec
-    hardware: Hardware
-    plan: DevicePlan
-    workload: Workload
-
-
-def prepare(spec: ModelSpec, workload: Workload, overrides: Overrides, hardware: Hardware | None = None) -> Prepared:
-    hardware = hardware or devices.probe()
-    return Prepared(spec, hardware, devices.plan(spec, hardware, workload, overrides), workload)
-
-
-def resolve_request(command: str, *, prompt: str, model: str | None, preset: str | None, flags: dict[str, Any],
-                    **_: Any) -> tuple[ModelSpec, Any]:
-    from .jobs import job_from
-
-    job = job_from(command, {**flags, "prompt": prompt, "model": model}, preset=preset)
-    return job.spec, job.request
-
-
-def describe_legacy(prepared: Prepared, request: Any) -> dict[str, Any]:
-    state = hub.local_state(prepared.spec)
-    return {"model": prepared.spec.id, "source": prepared.spec.source,
-            "files": {"status": state.status, "path": str(state.path) if state.path else None,
-                      "size_bytes": state.size_bytes},
-            "hardware": prepared.hardware.to_dict(), "workload": prepared.workload.describe(),
-            "plan": prepared.plan.to_dict(), "request": asdict(request)}

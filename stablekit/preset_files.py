@@ -26,6 +26,7 @@ class Preset:
     values: dict[str, Any]
     path: Path
     origin: str  # built-in | user | file
+    problem: str | None = None  # why the file cannot be used (list_presets lists broken files too)
 
 
 def builtin_presets_dir() -> Path:
@@ -54,12 +55,19 @@ def _read(path: Path, origin: str) -> Preset:
 
 
 def list_presets() -> list[Preset]:
-    """Built-in presets, then the user's (a user preset with the same name replaces the built-in)."""
+    """Built-in presets, then the user's (a user preset with the same name replaces the built-in).
+
+    A file that cannot be used is listed with its `problem` rather than breaking the whole list.
+    """
     found: dict[str, Preset] = {}
     for origin, folder in (("built-in", builtin_presets_dir()), ("user", user_presets_dir())):
         if folder.is_dir():
             for path in sorted(folder.glob("*.toml")):
-                found[path.stem] = _read(path, origin)
+                try:
+                    found[path.stem] = _read(path, origin)
+                except PresetError as err:
+                    problem = err.message.removeprefix(f"{path}: ")
+                    found[path.stem] = Preset(path.stem, "", "", {}, path, origin, problem=problem)
     return sorted(found.values(), key=lambda p: p.name)
 
 

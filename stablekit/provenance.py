@@ -37,7 +37,10 @@ def _versions() -> dict[str, str]:
 
 def record(*, spec, model_path: str | None, parameters: dict[str, Any], plan, output: str) -> dict[str, Any]:
     """The JSON sidecar's content: enough to reproduce the output on the same machine."""
-    return {
+    from .lockfile import active  # the lockfile a --locked run loaded its models by (lockfile.py)
+
+    lock = {"lockfile": active()} if active() else {}
+    return {**lock,
         "output": output,
         "model": {"id": spec.id, "name": spec.name, "repo": spec.repo, "revision": spec.revision,
                   "snapshot": model_path, "variant": spec.variant, "license": spec.license},

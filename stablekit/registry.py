@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .catalog_schema import (  # noqa: F401 - re-exported: the registry's vocabulary
+    HUB_ID,
+    LIBRARIES,
+    LISTS_OF_STR,
+    MEMORY_UNITS,
+    MODALITIES,
+    TASKS,
+    check_id,
+    check_record,
+    is_hub_id,
+)
 from .errors import CatalogError, UnknownModelError
 from .paths import user_catalog_path
 
@@ -19,12 +28,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-MODALITIES = ("image", "video", "audio", "mesh", "text")
-TASKS = ("txt2img", "img2img", "inpaint", "refine", "img2vid", "txt2audio", "img2mesh", "text", "chat", "vae")
-LIBRARIES = ("diffusers", "transformers", "stablekit")
-MEMORY_UNITS = ("megapixels", "megapixel_frames", "seconds", "kilotokens", "fixed")
 BUILTIN_CATALOG = Path(__file__).with_name("catalog.toml")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class ModelSpec:
     variant: str | None = None
     fallbacks: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    shared: tuple[str, ...] = ()  # components taken from the base model, never downloaded (the refiner)
     tiny: str | None = None
     local_path: str | None = None
     checkpoint: str | None = None  # a single-file checkpoint, loaded with the configs of record `configs_from`
@@ -94,73 +99,10 @@ class ModelSpec:
         return data
 
 
-# key -> (accepted types, required). `extends` copies another record first (user catalogs).
-_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
-    "name": ((str,), True),
-    "modality": ((str,), True),
-    "family": ((str,), True),
-    "tasks": ((list,), True),
-    "library": ((str,), True),
-    "loader": ((str,), True),
-    "memory": ((dict,), True),
-    "aliases": ((list,), False),
-    "repo": ((str,), False),
-    "revision": ((str,), False),
-    "variant": ((str,), False),
-    "fallbacks": ((list,), False),
-    "files": ((list,), False),
-    "tiny": ((str,), False),
-    "gated": ((bool,), False),
-    "license": ((str,), False),
-    "license_url": ((str,), False),
-    "description": ((str,), False),
-    "defaults": ((dict,), False),
-    "limits": ((dict,), False),
-}
-_MEMORY_SCHEMA: dict[str, tuple[type, ...]] = {
-    "params": (dict,),
-    "unit": (str,),
-    "activation_gib": (int, float),
-    "decode_gib": (int, float),
-}
-_CHOICES = {"modality": MODALITIES, "library": LIBRARIES}
-
-
-def _check_record(where: str, record: dict[str, Any]) -> None:
-    """Raise CatalogError naming the file and key of the first thing wrong with a merged record."""
-    for key, value in record.items():
-        if key not in _SCHEMA:
-            raise CatalogError(f"{where}.{key}: unknown key", hint=f"known keys: {', '.join(sorted(_SCHEMA))}")
-        types, _ = _SCHEMA[key]
-        if not isinstance(value, types) or (types == (str,) and not value):
-            raise CatalogError(f"{where}.{key}: expected {types[0].__name__}, got {value!r}")
-    for key, (_, required) in _SCHEMA.items():
-        if required and key not in record:
-            raise CatalogError(f"{where}: missing required key '{key}'")
-    for key, choices in _CHOICES.items():
-        if record[key] not in choices:
-            raise CatalogError(f"{where}.{key}: {record[key]!r} is not one of {', '.join(choices)}")
-    for task in record["tasks"]:
-        if task not in TASKS:
-            raise CatalogError(f"{where}.tasks: unknown task {task!r}", hint=f"tasks: {', '.join(TASKS)}")
-    if not (record.get("repo") or record.get("tiny")):
-        raise CatalogError(f"{where}: needs 'repo' (a hub repository id)")
-    for key, value in record["memory"].items():
-        if key not in _MEMORY_SCHEMA:
-            raise CatalogError(f"{where}.memory.{key}: unknown key")
-        if not isinstance(value, _MEMORY_SCHEMA[key]):
-            raise CatalogError(f"{where}.memory.{key}: wrong type {type(value).__name__}")
-    params = record["memory"].get("params")
-    if not params or not all(isinstance(v, (int, float)) and v >= 0 for v in params.values()):
-        raise CatalogError(f"{where}.memory.params: a table of component = millions of parameters")
-    if record["memory"].get("unit", "fixed") not in MEMORY_UNITS:
-        raise CatalogError(f"{where}.memory.unit: one of {', '.join(MEMORY_UNITS)}")
-
-
 def _spec_from_record(model_id: str, record: dict[str, Any], origin: str) -> ModelSpec:
     fields = dict(record)
     memory = MemoryProfile(**fields.pop("memory"))
-    for key in ("tasks", "aliases", "fallbacks", "files"):
+    for key in LISTS_OF_STR:
         if key in fields:
             fields[key] = tuple(fields[key])
     return ModelSpec(id=model_id, memory=memory, origin=origin, **fields)
@@ -172,8 +114,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as err:
         raise CatalogError(f"{path}: not valid TOML ({err})") from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path}: not UTF-8 text", hint="save the catalog as UTF-8") from None
+    except IsADirectoryError:
+        raise CatalogError(f"{path}: a folder, not a catalog file", hint="the catalog is one TOML file") from None
     except OSError as err:
         raise CatalogError(f"{path}: cannot read ({err.strerror})") from None
+
+
+# What a record that `extends` another keeps of it only when it names no repo of its own (the same weights).
+_SOURCE_KEYS = ("tiny", "variant", "fallbacks", "files", "shared", "license", "license_url", "gated")
 
 
 def parse_catalog(path: Path, origin: str, base: dict[str, dict[str, Any]] | None = None) -> dict[str, ModelSpec]:
@@ -183,22 +133,30 @@ def parse_catalog(path: Path, origin: str, base: dict[str, dict[str, Any]] | Non
     if unknown:
         raise CatalogError(f"{path}: unknown top-level key '{sorted(unknown)[0]}'", hint="records go under [models.ID]")
     records = data.get("models", {})
+    if not isinstance(records, dict):
+        raise CatalogError(f"{path}: 'models' should be a table of records, not {type(records).__name__}",
+                           hint="write each record as [models.ID]")
     specs: dict[str, ModelSpec] = {}
     for model_id, record in records.items():
         where = f"{path}: models.{model_id}"
+        check_id(model_id, where)
         if not isinstance(record, dict):
             raise CatalogError(f"{where}: expected a table")
         merged = dict(record)
         parent = merged.pop("extends", None)
         if parent is not None:
-            if not base or parent not in base:
+            if not isinstance(parent, str) or not base or parent not in base:
                 raise CatalogError(f"{where}.extends: no built-in model {parent!r}")
-            inherited = dict(base[parent], aliases=[])
-            if "repo" in record:  # another repository: the parent's source details no longer apply
-                for key in ("tiny", "variant", "fallbacks", "files"):
+            # The record's own name (its id unless it says), never the parent's. Another repository: the parent's
+            # source details and licence no longer apply.
+            inherited = {k: v for k, v in base[parent].items() if k not in ("aliases", "name")}
+            inherited["name"] = model_id
+            if "repo" in record:
+                for key in _SOURCE_KEYS:
                     inherited.pop(key, None)
+                inherited["license"] = "see the model's card"
             merged = {**inherited, **merged}
-        _check_record(where, merged)
+        check_record(where, merged)
         specs[model_id] = _spec_from_record(model_id, merged, origin)
     return specs
 
@@ -239,7 +197,8 @@ class Registry:
         """What `--model` means: a catalog id or alias, a local folder or checkpoint file, or a hub repo id.
 
         `family` and `config` apply to single-file checkpoints: the architecture, and the record whose
-        configs to use (by default the family's own, see checkpoints.FAMILY_CONFIGS).
+        configs to use (by default the family's own, see checkpoints.FAMILY_CONFIGS). Folders and hub repos
+        are read from their own files (see layouts.py).
         """
         spec = self.find(name)
         path = Path(name).expanduser()
@@ -247,8 +206,11 @@ class Registry:
             spec = self._from_checkpoint(path, family, config)
         elif spec is None and path.exists():
             spec = self._from_local(path, modality)
-        if spec is None and HUB_ID.match(name):
+        elif spec is None and is_hub_id(name) and not name.endswith(_FILE_SUFFIXES):
             spec = self._from_hub_id(name, modality)
+        elif spec is None and _looks_like_path(name):
+            raise UnknownModelError(f"--model {name}: no such file or folder",
+                                    hint="check the path; catalog ids are in `stablekit models list`")
         if spec is None:
             self.get(name)  # raises with "did you mean"
         if modality and spec.modality != modality:
@@ -288,61 +250,59 @@ class Registry:
             raise UnknownModelError(f"--config {base.id}: a {base.family} model, the checkpoint is {family}")
         return dataclasses.replace(
             base, id=str(path.resolve()), name=path.name, aliases=(), checkpoint=str(path.resolve()),
-            configs_from=base.id,
+            configs_from=base.id, shared=(),
             license="see the checkpoint's source", license_url=None, gated=False, fallbacks=(),
             description=f"single-file {family} checkpoint (configs from {base.id})", origin="file",
         )
 
+    def _from_layout(self, folder: Path, where: str, listing: list[str] | None = None,
+                     counts: dict[str, float] | None = None) -> tuple[ModelSpec, str]:
+        """The record a folder's own files make: the template record of its class, corrected by its configs."""
+        from . import layouts
+
+        layout = layouts.read(folder, where, listing)
+        base = self.find(layout.template)
+        if base is None:  # a user catalog cannot remove built-in ids, but be plain about it
+            raise UnknownModelError(f"{where}: no catalog record for {layout.found}")
+        memory = dataclasses.replace(base.memory, params=counts) if counts else base.memory
+        multiple = int(base.limits.get("size_multiple", 8))
+        spec = dataclasses.replace(
+            base, memory=memory, loader=layout.loader, family=layout.family or base.family,
+            tasks=layout.tasks or base.tasks, defaults=layouts.sized(base.defaults, layout, multiple),
+            limits={**base.limits, **layout.limits}, files=layout.files, aliases=(), tiny=None, variant=None,
+            fallbacks=(), shared=(), gated=False, license="see the model's card", license_url=None,
+        )
+        return spec, f"{layout.found}, planned like {base.id}"
+
     def _from_local(self, path: Path, modality: str | None) -> ModelSpec:
-        path = path.resolve()
-        loader = _local_loader(path)
-        if loader is None:
-            raise UnknownModelError(
-                f"'{path}' is not a model folder (no model_index.json, config.json or config.yaml)",
-            )
-        base = self.template(loader=loader) or self.template(modality=modality)
-        if base is None:
-            raise UnknownModelError(f"'{path}': no catalog family uses the loader {loader}")
         from .checkpoints import parameter_counts
 
+        path = path.resolve()
+        if not path.is_dir():
+            raise UnknownModelError(f"--model {path}: not a file or folder stablekit can read")
         counts = parameter_counts(path)  # the folder's own sizes, not the family's
-        memory = dataclasses.replace(base.memory, params=counts) if counts else base.memory
-        return dataclasses.replace(
-            base, memory=memory, id=str(path), name=path.name, aliases=(), repo=None, tiny=None, variant=None,
-            fallbacks=(), local_path=str(path), gated=False, license="see the model's card", license_url=None,
-            description=f"local folder ({loader})", origin="local", loader=loader,
-        )
+        spec, found = self._from_layout(path, f"'{path}'", counts=counts)
+        return dataclasses.replace(spec, id=str(path), name=path.name, repo=None, local_path=str(path),
+                                   description=f"local folder: {found}", origin="local")
 
-    def _from_hub_id(self, repo: str, modality: str | None) -> ModelSpec | None:
-        base = self.template(modality=modality or "image")
-        if base is None:
-            return None
-        return dataclasses.replace(
-            base, id=repo, name=repo, aliases=(), repo=repo, revision="main", tiny=None, variant=None,
-            fallbacks=(), files=(), gated=False, license="see the model's card", license_url=None,
-            description=f"hub repository, assumed to be like {base.id} until its files are on disk",
-            origin="hub",
-        )
+    def _from_hub_id(self, repo: str, modality: str | None) -> ModelSpec:
+        """A hub repo that is in no catalog: its configs are fetched (or read from the cache) and read first."""
+        from .hub import describe_repo
+
+        found = describe_repo(repo)
+        spec, what = self._from_layout(found.folder, repo, found.listing, found.counts)
+        return dataclasses.replace(spec, id=repo, name=repo, repo=repo, revision="main", local_path=None,
+                                   description=f"hub repository: {what}", origin="hub")
 
 
-def _local_loader(path: Path) -> str | None:
-    """The loader a local folder declares: diffusers' model_index.json, transformers' config.json, TripoSR's yaml."""
-    index = path / "model_index.json"
-    if index.is_file():
-        try:
-            return json.loads(index.read_text())["_class_name"]
-        except (ValueError, KeyError):
-            return None
-    config = path / "config.json"
-    if config.is_file():
-        try:
-            architectures = json.loads(config.read_text()).get("architectures") or []
-        except ValueError:
-            return None
-        return "AutoModelForCausalLM" if any(a.endswith("ForCausalLM") for a in architectures) else None
-    if (path / "config.yaml").is_file():
-        return "TripoSR"
-    return None
+# Names that are files, not hub ids, even when they have the ORG/NAME shape.
+_FILE_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth", ".gguf", ".json", ".yaml", ".toml")
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether `--model NAME` was meant as a file or folder (it has a path's shape, or a weights suffix)."""
+    return (name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name or name.count("/") >= 2
+            or name.endswith(_FILE_SUFFIXES) or (name.count("/") == 1 and not is_hub_id(name)))
 
 
 def _did_you_mean(name: str, known: list[str]) -> str:
@@ -359,6 +319,6 @@ def load_registry(user_catalog: Path | None = None) -> Registry:
     """The built-in catalog with the user's records merged over it (a user id replaces a built-in one)."""
     specs = parse_catalog(BUILTIN_CATALOG, "built-in")
     path = user_catalog or user_catalog_path()
-    if path.is_file():
+    if path.exists():
         specs.update(parse_catalog(path, "user", base=_builtin_records()))
     return Registry(specs)

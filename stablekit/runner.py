@@ -33,7 +33,7 @@ def plan_job(job: Job, hardware=None) -> Plan:
 
     engine = engine_for(job.command)
     check_template(OutputOptions(output=job.output), engine.EXTENSIONS)
-    return engine.plan(job, hardware or probe())
+    return engine.plan(job, hardware or probe(job.request.device))
 
 
 def dry_run(job: Job, hardware=None) -> list[dict[str, Any]]:
@@ -85,7 +85,14 @@ def run(jobs: Iterable[Job], sink: Sink, progress: Progress = Progress(), *, poo
 
 
 def plan_all(jobs: Iterable[Job], progress: Progress = Progress(), hardware=None) -> list[Plan]:
+    """Plan every job, probing each device the jobs name once (cuda:1 plans with GPU 1's memory)."""
     from .devices import probe
 
-    hardware = hardware or probe()
-    return [plan_job(with_seed(job, progress.note), hardware) for job in jobs]
+    probed: dict[str | None, object] = {}
+    plans = []
+    for job in jobs:
+        device = job.request.device
+        if hardware is None and device not in probed:
+            probed[device] = probe(device)
+        plans.append(plan_job(with_seed(job, progress.note), hardware or probed[device]))
+    return plans

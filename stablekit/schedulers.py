@@ -51,12 +51,68 @@ def check(name: str | None, family: str) -> None:
         raise UsageError(f"--scheduler {name} does not work with {family} models", hint=f"use {', '.join(usable)}")
 
 
+# diffusers scheduler class -> the sampler name AUTOMATIC1111 writes for the same method.
+_A1111_BY_CLASS = {
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "HeunDiscreteScheduler": "Heun",
+    "LMSDiscreteScheduler": "LMS",
+    "DDIMScheduler": "DDIM",
+    "PNDMScheduler": "PLMS",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DPMSolverSinglestepScheduler": "DPM++ SDE",
+    "DPMSolverSDEScheduler": "DPM++ SDE",
+    "KDPM2DiscreteScheduler": "DPM2",
+    "KDPM2AncestralDiscreteScheduler": "DPM2 a",
+    "UniPCMultistepScheduler": "UniPC",
+    "LCMScheduler": "LCM",
+    "FlowMatchEulerDiscreteScheduler": "Euler",
+    "FlowMatchHeunDiscreteScheduler": "Heun",
+}
+_A1111_NAMES = {s.a1111 for s in SAMPLERS.values()} | set(_A1111_BY_CLASS.values())
+
+
+def a1111_name(scheduler) -> str:
+    """The A1111 sampler name for a diffusers scheduler, read from its class and config (not from how it was
+    chosen), so the same scheduler always gets the same name: "Euler a", "PLMS", "DPM++ 2M Karras"."""
+    cls = type(scheduler).__name__
+    config = getattr(scheduler, "config", {}) or {}
+    name = _A1111_BY_CLASS.get(cls)
+    if name is None:
+        return a1111_sampler(cls)
+    if name == "DPM++ 2M" and str(config.get("algorithm_type", "")).startswith("sde-"):
+        name = "DPM++ 2M SDE"
+    if config.get("use_karras_sigmas"):
+        name += " Karras"
+    return name
+
+
+def a1111_sampler(name: str | None) -> str | None:
+    """A sampler name in A1111's vocabulary, from an A1111 name, a --scheduler name or a diffusers class name
+    (older sidecars say "PNDM" or "FlowMatchEuler"); an unknown name is returned as it is."""
+    if not name or name in _A1111_NAMES or any(name == f"{n} Karras" for n in _A1111_NAMES):
+        return name
+    if name in SAMPLERS:
+        return SAMPLERS[name].a1111
+    for cls, a1111 in _A1111_BY_CLASS.items():
+        if name in (cls, cls.replace("Scheduler", ""), cls.replace("DiscreteScheduler", "")):
+            return a1111
+    return name
+
+
+def a1111_fields(sampler: str | None) -> tuple[str | None, str | None]:
+    """("DPM++ 2M", "Karras") from "DPM++ 2M Karras": the Sampler and Schedule type fields of A1111 1.9+."""
+    sampler = a1111_sampler(sampler)
+    if sampler and sampler.endswith(" Karras"):
+        return sampler[: -len(" Karras")], "Karras"
+    return sampler, None
+
+
 def apply(pipe, name: str | None) -> str:
     """Swap the pipeline's scheduler for the named one (same training config); returns the A1111 name."""
-    if name is None:
-        return type(pipe.scheduler).__name__.replace("DiscreteScheduler", "").replace("Scheduler", "")
-    import diffusers
+    if name is not None:
+        import diffusers
 
-    sampler = SAMPLERS[name]
-    pipe.scheduler = getattr(diffusers, sampler.cls).from_config(pipe.scheduler.config, **sampler.options)
-    return sampler.a1111
+        sampler = SAMPLERS[name]
+        pipe.scheduler = getattr(diffusers, sampler.cls).from_config(pipe.scheduler.config, **sampler.options)
+    return a1111_name(pipe.scheduler)

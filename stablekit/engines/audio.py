@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import __version__, hub
 from ..console import Progress
-from ..devices import Workload, apply, torch_dtype
+from ..devices import Workload, place, torch_dtype
 from ..errors import StablekitError, UsageError
 from ..loading import load_diffusers
 from ..params import AudioRequest
@@ -102,7 +102,7 @@ def load(plan: Plan, progress: Progress = Progress()) -> AudioSession:
     spec, device_plan = plan.spec, plan.device_plan
     folder = hub.ensure_local(spec)
     progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device}, offload {device_plan.offload})")
-    pipe = apply(load_diffusers(spec, folder, torch_dtype(device_plan)), device_plan)
+    pipe = place(load_diffusers(spec, folder, torch_dtype(device_plan)), device_plan)
     pipe.set_progress_bar_config(disable=True)
     return AudioSession(pipe, folder, progress)
 

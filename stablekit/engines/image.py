@@ -14,9 +14,10 @@ from typing import Any
 
 from .. import __version__, hub, schedulers
 from ..console import Progress
-from ..devices import Workload, apply, torch_dtype
+from ..devices import Workload, place, torch_dtype
 from ..errors import StablekitError, UsageError
-from ..image_inputs import prepare as prepare_inputs
+from ..families import family
+from ..image_inputs import read_inputs
 from ..loading import load_diffusers
 from ..planning import Plan, plan_device
 from ..registry import MemoryProfile, ModelSpec, load_registry
@@ -52,8 +53,8 @@ def plan(job, hardware) -> Plan:
     inputs = None
     if job.request.image:
         multiple = int(spec.limits.get("size_multiple", 8))
-        image, mask, width, height, rule = prepare_inputs(job.request.image, job.request.mask, job.request.width,
-                                                          job.request.height, multiple)
+        image, mask, width, height, rule = read_inputs(job.request.image, job.request.mask, job.request.width,
+                                                       job.request.height, multiple)
         job = job.with_request(width=width, height=height)
         inputs = InputImages(image, mask, rule)
     return plan_device(job, workload(job.request), hardware, _memory_spec(spec, job.request), inputs=inputs)
@@ -81,7 +82,8 @@ def load(plan: Plan, progress: Progress = Progress()) -> ImageSession:
     progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device}, offload {device_plan.offload})")
     dtype = torch_dtype(device_plan)
     components = {}
-    if spec.family == "sdxl" and device_plan.dtype == "float16":
+    fp16_vae = family(spec.family).fp16_vae
+    if fp16_vae and device_plan.dtype == "float16":
         components.update(_fp16_safe_vae(dtype, progress))
     base = load_diffusers(spec, folder, dtype, **components)
     pipe = _derive(base, task_of(request))
@@ -91,7 +93,7 @@ def load(plan: Plan, progress: Progress = Progress()) -> ImageSession:
         _load_loras(pipe, loras)
     for module in (pipe, refiner):
         if module is not None:
-            apply(module, device_plan)
+            place(module, device_plan)
             module.set_progress_bar_config(disable=True)
     return ImageSession(pipe, refiner, folder, loras, progress)
 
@@ -317,37 +319,3 @@ def stage(job, prompt: str, hardware, *, role: str, keep_as: str | None = None) 
         if not err.message.startswith("--image-model"):
             err.message = f"--image-model {request.image_model}: {err.message}"
         raise
-
-
-# --- legacy shape, used by the mesh engine until it is ported to the protocol ----------------------------
-
-
-@dataclass(frozen=True)
-class ImageStage:
-    prepared: Any
-    request: Any
-    plan: Plan
-
-
-def plan_stage(model: str, prompt: str, flags: dict[str, Any], hardware=None) -> ImageStage:
-    from ..devices import probe
-    from ..jobs import job_from
-    from ..planning import Prepared
-
-    try:
-        planned = plan(job_from("image", {**flags, "prompt": prompt, "model": model}), hardware or probe())
-    except UsageError as err:
-        err.message = f"--image-model {model}: {err.message}"
-        raise
-    prepared = Prepared(planned.spec, planned.hardware, planned.device_plan, planned.workload)
-    return ImageStage(prepared, planned.request, planned)
-
-
-def generate(prepared, request, output, progress: Progress = Progress(), on_output=lambda item: None) -> list[Path]:
-    from ..jobs import job_from
-    from ..runner import run
-    from ..sink import Sink
-
-    job = job_from("image", {**asdict(request), "output": output.output})
-    sink = Sink(output.output_dir, overwrite=output.overwrite, on_result=on_output)
-    return [Path(item["path"]) for item in run([job], sink, progress)]

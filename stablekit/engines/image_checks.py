@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from ..families import family
 from ..params import ImageRequest
 from ..registry import HUB_ID, ModelSpec
 
@@ -74,12 +75,12 @@ def _check_refiner(request: ImageRequest, spec: ModelSpec, task: str) -> None:
 
     if not request.refiner:
         return
-    if spec.family != "sdxl" or task != "txt2img":
+    if not family(spec.family).refiner or task != "txt2img":
         raise UsageError("--refiner works with SDXL text-to-image only")
     if not 0 < request.denoising_split < 1:
         raise UsageError(f"--refiner-split {request.denoising_split}: must be between 0 and 1")
     refiner = load_registry().resolve(request.refiner_model, "image")
-    if refiner.family != "sdxl":
+    if not family(refiner.family).refiner:
         raise UsageError(f"--refiner-model {refiner.id}: not an SDXL model")
 
 

@@ -1,37 +1,37 @@
-"""Image (or text, through an image model first) to a vertex-coloured 3D mesh with TripoSR.
+"""Image (or text, through an image model first) to a 3D mesh with TripoSR: vertex colours or a baked texture.
 
 TripoSR runs from stablekit's own implementation (stablekit.models.triposr); the mesh grid's resolution and
 the query chunk size come from the device plan, and every choice is printed with its reason by --dry-run.
+After extraction: an optional face budget (--faces), UV texture (--texture) and turntable video (--turntable),
+all in stablekit.models.triposr (finish, bake, decimate, turntable), which need only the mesh and the colour field.
 """
 
 from __future__ import annotations
 
-import gc
-import secrets
-import shutil
-import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from .. import __version__, hub, planning
+from .. import __version__, devices, hub
 from ..console import Progress
-from ..devices import GIB, DevicePlan, Hardware, Workload, torch_dtype
+from ..devices import GIB, DevicePlan, Workload, torch_dtype
 from ..errors import InputError, UsageError
-from ..models.triposr import preprocess
-from ..outputs import OutputOptions, check_template, finish_before_interrupt, target_path
+from ..models.triposr import preprocess, turntable
+from ..models.triposr.bake import TEXTURE_RANGE
+from ..models.triposr.decimate import MIN_FACES
+from ..outputs import OutputOptions, check_template
 from ..params import MeshRequest
-from ..planning import Prepared
-from ..provenance import record
+from ..planning import Plan, overrides_of
 from ..registry import ModelSpec
-from ..writers.mesh import COLORLESS, EXTENSIONS, UP_AXES, orient, write_mesh
-from ..writers.sidecar import write_sidecar
-from .image import ImageStage, plan_stage
+from ..sink import Output, Written
+from ..writers import video as video_writer
+from ..writers.mesh import COLORLESS, EXTENSIONS, TEXTURED, UP_AXES, orient, write_mesh, written_files
 
-__all__ = ["EXTENSIONS", "ImageStage", "MeshSettings", "check_output", "generate", "image_stage", "prepare",
-           "settings", "validate", "workload"]
+__all__ = ["EXTENSIONS", "MeshSession", "MeshSettings", "check_output", "load", "plan", "session_key", "settings",
+           "validate", "workload"]
 
 RESOLUTION = {"cuda": 256, "mps": 192, "cpu": 128}
 _RESOLUTION_WHY = {
@@ -43,6 +43,8 @@ RESOLUTION_RANGE = (16, 512)
 CPU_CHUNK = 8192  # measured fastest on CPUs: larger chunks fall out of cache
 CHUNK_RANGE = (8192, 1 << 20)
 _BYTES_PER_POINT = 4096  # a point's plane features and MLP activations in fp32, with room to spare
+TURNTABLE_VIEWS_RANGE = (1, 720)
+TURNTABLE_SIZE_RANGE = (32, 2048)
 _FULL_PRECISION = ("dtype float32: TripoSR runs in full precision (the surface lies where exp(density) = 25); "
                    "--dtype bfloat16 or float16 to halve the weights")
 
@@ -85,18 +87,6 @@ def settings(plan: DevicePlan, request: MeshRequest) -> MeshSettings:
     return MeshSettings(resolution, chunk, tuple(reasons))
 
 
-def prepare(spec: ModelSpec, request: MeshRequest, hardware: Hardware | None = None) -> Prepared:
-    """The device plan for TripoSR: full precision unless --dtype says otherwise, plus the mesh settings' reasons."""
-    overrides = planning.overrides_of(request)
-    prepared = planning.prepare(spec, workload(request), overrides, hardware)
-    if request.dtype is None and prepared.plan.dtype != "float32":
-        prepared = planning.prepare(spec, workload(request), replace(overrides, dtype="float32"), prepared.hardware)
-        reasons = tuple(_FULL_PRECISION if r.startswith("dtype float32") else r for r in prepared.plan.reasons)
-        prepared = replace(prepared, plan=replace(prepared.plan, reasons=reasons))
-    plan = prepared.plan
-    return replace(prepared, plan=replace(plan, reasons=plan.reasons + settings(plan, request).reasons))
-
-
 def open_image(path: str) -> Image.Image:
     """The input image, fully read (so a truncated file fails here, not halfway through)."""
     file = Path(path).expanduser()
@@ -133,6 +123,15 @@ def validate(request: MeshRequest, spec: ModelSpec) -> None:
         raise UsageError(f"--up {request.up}: use y or z")
     if request.output_format is not None and f".{request.output_format}" not in EXTENSIONS:
         raise UsageError(f"--format {request.output_format}: use {', '.join(e[1:] for e in EXTENSIONS)}")
+    if request.face_count is not None and request.face_count < MIN_FACES:
+        raise UsageError(f"--faces {request.face_count}: must be at least {MIN_FACES} (a tetrahedron)")
+    low, high = TEXTURE_RANGE
+    if request.texture_size is not None and not low <= request.texture_size <= high:
+        raise UsageError(f"--texture {request.texture_size}: must be between {low} and {high} texels (e.g. 1024)")
+    for flag, number, (low, high) in (("--turntable-views", request.turntable_views, TURNTABLE_VIEWS_RANGE),
+                                      ("--turntable-size", request.turntable_size, TURNTABLE_SIZE_RANGE)):
+        if not low <= number <= high:
+            raise UsageError(f"{flag} {number}: must be between {low} and {high}")
     if request.keep_image and request.image:
         raise UsageError("--keep-image keeps the image drawn from a prompt; with --image there is none")
     opaque = True
@@ -147,8 +146,8 @@ def validate(request: MeshRequest, spec: ModelSpec) -> None:
                               "an RGBA image with a transparent background")
 
 
-def output_extension(request: MeshRequest, output: OutputOptions) -> str:
-    suffix = Path(output.output).suffix.lower() if output.output else ""
+def output_extension(request: MeshRequest, output: str | None) -> str:
+    suffix = Path(output).suffix.lower() if output else ""
     if request.output_format:
         wanted = f".{request.output_format}"
         if suffix and suffix != wanted:
@@ -157,123 +156,161 @@ def output_extension(request: MeshRequest, output: OutputOptions) -> str:
     return suffix or ".glb"
 
 
-def check_output(request: MeshRequest, output: OutputOptions) -> None:
-    check_template(output, EXTENSIONS)
-    output_extension(request, output)
-
-
-def image_stage(request: MeshRequest, hardware: Hardware | None = None) -> ImageStage | None:
-    """For a prompt: resolve, check and plan the image model (nothing is loaded). None for --image."""
-    if request.image:
-        return None
-    flags = {"seed": request.seed, "device": request.device, "dtype": request.dtype,
-             "offload": request.offload, "vram": request.vram}
-    return plan_stage(request.image_model, request.prompt, flags, hardware)
-
-
-def _draw(stage: ImageStage, seed: int, target: Path, overwrite: bool, progress: Progress,
-          on_output: Callable[[dict], None]) -> tuple[Path, dict]:
-    """Render the prompt's image to `target` (kept) with the image engine, then free the pipeline's memory."""
-    from . import image as image_engine
-
-    image_request = replace(stage.request, seed=seed)
-    progress.stage(f"Drawing the image with {stage.prepared.spec.id}")
-    target_options = OutputOptions(output=str(target), overwrite=overwrite)
-    [path] = image_engine.generate(stage.prepared, image_request, target_options, progress, on_output=on_output)
-    _free_memory(stage.prepared.plan.device)
-    return path, asdict(image_request)
-
-
-def _free_memory(device: str) -> None:
-    import torch
-
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-
-
-def generate(prepared: Prepared, request: MeshRequest, output: OutputOptions, progress: Progress = Progress(),
-             on_output: Callable[[dict], None] = lambda item: None, stage: ImageStage | None = None) -> list[Path]:
-    """One mesh: draw the image first for a prompt, prepare it, reconstruct, extract, write with its sidecar."""
-    spec, plan = prepared.spec, prepared.plan
-    mesh_settings = settings(plan, request)
+def check_output(request: MeshRequest, output: str | None) -> None:
+    """The output names: the mesh's format, --texture's need of GLB or OBJ, and --turntable's video name."""
+    check_template(OutputOptions(output=output), EXTENSIONS)
     extension = output_extension(request, output)
+    if request.texture_size is not None and extension not in TEXTURED:
+        kept = "keeps vertex colours" if extension not in COLORLESS else "stores no colours"
+        raise UsageError(f"--texture needs a {' or '.join(TEXTURED)} output: {extension[1:].upper()} {kept}",
+                         hint="-o NAME.glb (texture inside) or -o NAME.obj (NAME.mtl and NAME-texture.png beside it)")
+    if request.turntable is not None:
+        suffix = Path(request.turntable).suffix.lower()
+        if suffix not in video_writer.EXTENSIONS:
+            raise UsageError(f"--turntable {request.turntable}: name a video, "
+                             f"{', '.join('NAME' + e for e in video_writer.EXTENSIONS)}")
+        try:
+            check_template(OutputOptions(output=request.turntable), video_writer.EXTENSIONS)
+        except UsageError as err:
+            raise UsageError(err.message.replace("--output", f"--turntable {request.turntable}", 1), err.hint) from None
+
+
+def plan(job, hardware) -> Plan:
+    """Check the request and output names, read --image (or plan the image model's drawing of the prompt), and
+    plan TripoSR: full precision unless --dtype says otherwise, with the mesh settings' reasons."""
+    from . import image
+
+    request, spec = job.request, job.spec
+    validate(request, spec)
+    check_output(request, job.output)
+    source, stages = None, ()
     if request.image:
-        if request.seed is not None:
-            progress.note("--seed has no effect with --image: TripoSR draws no random numbers")
-        name, seed = Path(request.image).stem, 0
-        template = output.output or "{prompt}"
+        source = open_image(request.image)
+        if job.output is None:  # named after the image: TripoSR draws nothing, there is no seed to tell runs apart
+            job = replace(job, output="{prompt}")
     else:
-        if stage is None:
-            stage = image_stage(request, prepared.hardware)
-        if request.seed is None:
-            request = replace(request, seed=secrets.randbelow(2**32))
-            progress.note(f"seed {request.seed} (drawn; pass --seed {request.seed} to repeat)")
-        name, seed = request.prompt, request.seed
-        template = output.output or "{prompt}-{seed}"
-    path = target_path(replace(output, output=template), model=spec.id, seed=seed, index=0, count=1, prompt=name,
-                       extension=extension)
-    scratch = None if request.keep_image or request.image else Path(tempfile.mkdtemp(prefix="stablekit-mesh-"))
-    try:
-        image_params = None
-        if request.image:
-            source = open_image(request.image)
-        else:
-            def report_kept(item: dict) -> None:
-                if not scratch:
-                    on_output({**item, "kind": "image"})
-
-            target = scratch / "image.png" if scratch else path.with_suffix(".png")
-            drawn, image_params = _draw(stage, request.seed, target, output.overwrite, progress, report_kept)
-            source = open_image(str(drawn))
-            image_params["kept"] = None if scratch else str(drawn)
-        mesh, details, folder = _reconstruct(prepared, request, mesh_settings, source, progress)
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
-    params = {**asdict(request), **details, "format": extension[1:], "model": spec.id,
-              "stablekit_version": __version__}
-    if image_params is not None:
-        params["image_parameters"] = image_params
-    embedded = {k: v for k, v in params.items() if k != "chunk_size"}  # chunking changes no value; it varies
-    if extension in COLORLESS:
-        progress.note(f"{extension[1:].upper()} stores no colours: the vertex colours are left out")
-    with finish_before_interrupt():
-        path = write_mesh(orient(mesh, request.up), path, embedded, overwrite=output.overwrite)
-        sidecar = write_sidecar(path, record(spec=spec, model_path=str(folder), parameters=params,
-                                             plan=plan, output=path.name))
-        on_output({"path": str(path), "kind": "mesh", "model": spec.id, "vertices": details["vertices"],
-                   "faces": details["faces"], "seed": request.seed if not request.image else None,
-                   "sidecar": str(sidecar)})
-    return [path]
+        template = job.output or "{prompt}-{seed}"
+        keep_as = str(Path(template).with_suffix(".png")) if request.keep_image else None
+        stages = (image.stage(job, request.prompt, hardware, keep_as=keep_as),)
+    work = workload(request)
+    overrides = overrides_of(request)
+    device_plan = devices.plan(spec, hardware, work, overrides)
+    if request.dtype is None and device_plan.dtype != "float32":
+        device_plan = devices.plan(spec, hardware, work, replace(overrides, dtype="float32"))
+        device_plan = replace(device_plan, reasons=tuple(
+            _FULL_PRECISION if r.startswith("dtype float32") else r for r in device_plan.reasons))
+    device_plan = replace(device_plan, reasons=device_plan.reasons + settings(device_plan, request).reasons)
+    return Plan(job, hardware, device_plan, work, spec, stages, source)
 
 
-def _reconstruct(prepared: Prepared, request: MeshRequest, mesh_settings: MeshSettings, source: Image.Image,
-                 progress: Progress):
-    """Image -> (welded, coloured mesh in TripoSR's frame, what to record about how it was made)."""
-    import torch
+def session_key(plan: Plan) -> tuple:
+    p = plan.device_plan
+    return ("mesh", plan.spec.id, plan.spec.revision, p.device, p.dtype)
 
+
+def load(plan: Plan, progress: Progress = Progress()) -> MeshSession:
     from ..models import triposr
 
-    spec, plan = prepared.spec, prepared.plan
-    if request.remove_background and not preprocess.has_transparency(source):
-        progress.stage(f"Removing the background (rembg {preprocess.REMBG_MODEL})")
-    pixels, how = preprocess.prepare(source, remove_bg=request.remove_background,
-                                     foreground_ratio=request.foreground_ratio)
+    spec, device_plan = plan.spec, plan.device_plan
     folder = hub.ensure_local(spec)
-    progress.stage(f"Loading {spec.id} ({plan.dtype} on {plan.device})")
-    model = triposr.from_pretrained(folder, plan.device, torch_dtype(plan))
-    resolution, chunk = mesh_settings.resolution, mesh_settings.chunk_size
-    with torch.inference_mode():
-        progress.stage("Reconstructing the triplanes")
-        images = preprocess.model_input(pixels, model.config.cond_image_size).to(plan.device, torch_dtype(plan))
-        code = model(images)[0]
-        with progress.task(f"density grid {resolution}^3", total=triposr.chunk_count(resolution, chunk)) as advance:
-            density = triposr.density_grid(model.query, code, resolution, chunk, advance)
-        progress.stage("Extracting the surface (marching cubes)")
-        vertices, faces = triposr.marching_cubes(density, request.mc_threshold, model.config.renderer.radius)
-        del density
-        mesh = triposr.build_mesh(model.query, code, vertices, faces, chunk)
-    details = {"preprocessing": how, "mc_resolution": resolution, "chunk_size": chunk,
-               "vertices": len(mesh.vertices), "faces": len(mesh.faces)}
-    return mesh, details, folder
+    progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device})")
+    model = triposr.from_pretrained(folder, device_plan.device, torch_dtype(device_plan))
+    return MeshSession(model, folder, progress)
+
+
+class MeshSession:
+    """A loaded TripoSR: one mesh per job (and its turntable video), from --image or the image stage's drawing."""
+
+    def __init__(self, model, folder: Path, progress: Progress) -> None:
+        self.model, self.folder, self.progress = model, folder, progress
+
+    def close(self) -> None:
+        self.model = None
+
+    def run(self, plan: Plan, sink, inputs: dict | None = None) -> None:
+        request, progress = plan.request, self.progress
+        if request.image:
+            if request.seed is not None:
+                progress.note("--seed has no effect with --image: TripoSR draws no random numbers")
+            source, name = plan.inputs, Path(request.image).stem
+        else:
+            source, name = preprocess.as_rgb_or_rgba((inputs or {})["image"][0]), request.prompt
+        mesh, details = self._reconstruct(plan, source)
+        extension = output_extension(request, plan.job.output)
+        params = {**plan.job.to_dict(), **details, "format": extension[1:], "model": plan.spec.id}
+        if plan.stages:
+            params["image_parameters"] = plan.stages[0].job.to_dict()
+        embedded = {k: v for k, v in params.items() if k not in ("chunk_size", "output", "id")}
+        embedded.update(command="mesh", stablekit_version=__version__)
+        if extension in COLORLESS:
+            progress.note(f"{extension[1:].upper()} stores no colours: the vertex colours are left out")
+        frames = self._turntable(mesh, request) if request.turntable else None
+        seed = None if request.image else request.seed
+        info = {"vertices": details["vertices"], "faces": details["faces"]}
+
+        def write(path: Path, overwrite: bool) -> Written:
+            written = write_mesh(orient(mesh, request.up), path, embedded, overwrite=overwrite)
+            files = written_files(mesh, written)
+            if len(files) == 1:
+                return Written(written)
+            params["companions"] = [f.name for f in files[1:]]  # the sink reads the parameters after writing
+            return Written(written, extra=files[1:], info={"files": [str(f) for f in files[1:]]})
+
+        result = sink.emit(plan.job, Output("mesh", extension, write, params, plan, self.folder, seed=seed, name=name,
+                                            info=info))
+        if frames is None:
+            return
+        comment = json.dumps(embedded, default=str, sort_keys=True)
+
+        def write_video(path: Path, overwrite: bool) -> Written:
+            video = video_writer.write_video(frames, turntable.FPS, path, comment=comment, overwrite=overwrite)
+            return Written(video.path, info={"width": video.width, "height": video.height})
+
+        movie = {**params, "mesh_output": Path(result["path"]).name, "fps": turntable.FPS}
+        sink.emit(replace(plan.job, output=request.turntable),
+                  Output("turntable", Path(request.turntable).suffix.lower(), write_video, movie, plan, self.folder,
+                         seed=seed, name=name, info={"frames": len(frames), "fps": turntable.FPS}))
+
+    def _turntable(self, mesh, request: MeshRequest):
+        """The finished mesh (TripoSR's frame) from request.turntable_views cameras around it: uint8 frames."""
+        size, views = request.turntable_size, request.turntable_views
+        with self.progress.task(f"turntable: {views} views at {size}x{size}", total=views) as advance:
+            return turntable.render_turntable(mesh, views, size, on_view=advance)
+
+    def _reconstruct(self, plan: Plan, source: Image.Image) -> tuple[Any, dict[str, Any]]:
+        """Image -> (the finished mesh in TripoSR's frame, what to record about how it was made)."""
+        import torch
+
+        from ..models import triposr
+        from ..models.triposr.finish import color_field, finish_mesh
+
+        request, device_plan, progress, model = plan.request, plan.device_plan, self.progress, self.model
+        if request.remove_background and not preprocess.has_transparency(source):
+            progress.stage(f"Removing the background (rembg {preprocess.REMBG_MODEL})")
+        pixels, how = preprocess.prepare(source, remove_bg=request.remove_background,
+                                         foreground_ratio=request.foreground_ratio)
+        chosen = settings(device_plan, request)
+        resolution, chunk = chosen.resolution, chosen.chunk_size
+        with torch.inference_mode():
+            progress.stage("Reconstructing the triplanes")
+            dtype = torch_dtype(device_plan)
+            images = preprocess.model_input(pixels, model.config.cond_image_size).to(device_plan.device, dtype)
+            code = model(images)[0]
+            with progress.task(f"density grid {resolution}^3", total=triposr.chunk_count(resolution, chunk)) as step:
+                density = triposr.density_grid(model.query, code, resolution, chunk, step)
+            progress.stage("Extracting the surface (marching cubes)")
+            vertices, faces = triposr.marching_cubes(density, request.mc_threshold, model.config.renderer.radius)
+            del density
+            mesh = triposr.build_mesh(model.query, code, vertices, faces, chunk)
+        extracted = {"faces": len(mesh.faces), "vertices": len(mesh.vertices)}
+        mesh, finished = finish_mesh(mesh, color_field(model.query, code, chunk), face_count=request.face_count,
+                                     texture_size=request.texture_size, stage=progress.stage)
+        details = {"preprocessing": how, "mc_resolution": resolution, "chunk_size": chunk, **finished,
+                   "vertices": len(mesh.vertices), "faces": len(mesh.faces)}
+        what = f"{details['faces']} faces, {details['vertices']} vertices"
+        if request.face_count is not None:
+            what += f" (from {extracted['faces']} faces, {extracted['vertices']} vertices)"
+        if request.texture_size is not None:
+            what += f"; texture {request.texture_size}^2 in {finished['texture']['charts']} charts"
+        progress.note(f"mesh: {what}; {'watertight' if finished['watertight'] else 'not watertight'}")
+        return mesh, details

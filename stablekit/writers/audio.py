@@ -20,7 +20,6 @@ from ..errors import OutputError, UsageError
 from ..outputs import write_atomic
 
 EXTENSIONS = (".wav", ".flac", ".ogg")
-BIT_DEPTHS = ("16", "24", "32f")
 DEFAULT_BIT_DEPTH = "16"
 _CONTAINERS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 _SUBTYPES = {

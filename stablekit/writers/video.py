@@ -146,14 +146,13 @@ def _encode_gif(frames: np.ndarray, tmp: Path, fps: int, comment: str | None) ->
 
 
 def _encode_webp(frames: np.ndarray, tmp: Path, fps: int, comment: str | None) -> None:
-    from PIL import Image
+    from .image import exif_block
 
     first, *rest = _pil_frames(frames)
     extra = {}
     if comment:
-        exif = Image.Exif()
-        exif[_IMAGE_DESCRIPTION] = comment
-        extra["exif"] = exif
+        # The EXIF chunk holds the TIFF structure itself (`MM\0*`), with no `Exif\0\0` before it.
+        extra["exif"] = exif_block(description=comment, size=first.size)
     first.save(tmp, format="WEBP", save_all=True, append_images=rest, loop=0, quality=90, method=4,
                duration=delays(len(frames), fps, 1000), **extra)
 

@@ -1,4 +1,7 @@
-"""The CLI as a user meets it: exit codes, one-line errors, fast start, listings, hub failures."""
+"""The CLI as a user meets it: exit codes, one-line errors, fast start, listings, hub failures.
+
+Most runs are in-process (run_cli); real processes (run_process) where the OS's view is the point: exit codes,
+the streams of a real pipe, tracebacks, start-up imports."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_process
 from fakehub import FakeHub
 
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "huggingface_hub", "numpy", "PIL")
@@ -43,8 +46,8 @@ def test_completion_offers_model_ids_without_ml_libraries():
 
 
 def test_version_and_help():
-    assert run_cli("--version").stdout.startswith("stablekit ")
-    result = run_cli("image", "--help")
+    assert run_process("--version").stdout.startswith("stablekit ")
+    result = run_process("image", "--help")
     assert result.returncode == 0 and "--dry-run" in result.stdout and "Examples" in result.stdout
 
 
@@ -90,17 +93,25 @@ def test_malformed_preset_names_file_and_key(tmp_path):
 
 
 def test_missing_weights_offline_names_models_pull():
-    one_line_error(run_cli("image", "a lighthouse at dusk", "-q"), 1, "sdxl is not downloaded",
+    one_line_error(run_process("image", "a lighthouse at dusk", "-q"), 1, "sdxl is not downloaded",
                    "stablekit models pull sdxl")
 
 
 def test_debug_shows_the_traceback():
-    result = run_cli("models", "info", "nope", env={"STABLEKIT_DEBUG": "1"})
+    result = run_process("models", "info", "nope", env={"STABLEKIT_DEBUG": "1"})
     assert result.returncode == 2 and "Traceback" in result.stderr
 
 
+def test_a_failed_parse_leaves_no_lock_for_the_next_call():
+    """main() is one run: --locked, set while parsing, ends with it even when a later option fails to parse."""
+    from stablekit import lockfile
+
+    one_line_error(run_cli("image", "a cat", "--locked", "--steps", "x"), 2, "--steps")
+    assert not lockfile.locked()
+
+
 def test_no_color_and_no_animation_when_piped():
-    result = run_cli("image", "cat", "--model", "sdxl-trubo")
+    result = run_process("image", "cat", "--model", "sdxl-trubo")
     assert "\x1b[" not in result.stderr
 
 

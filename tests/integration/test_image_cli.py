@@ -1,4 +1,4 @@
-"""`stablekit image` end to end on the tiny models, through the real CLI in a subprocess."""
+"""`stablekit image` end to end on the tiny models, through the CLI in-process (Ctrl-C in a real process)."""
 
 from __future__ import annotations
 

@@ -210,14 +210,11 @@ def test_nan_images_are_decoded_again_in_fp32(monkeypatch, tmp_path):
     import torch
     from diffusers import AutoencoderKL
 
-    from stablekit import planning
+    from stablekit import runner
     from stablekit.console import Progress
-    from stablekit.devices import Overrides, default_workload
-    from stablekit.engines import image as engine
     from stablekit.errors import StablekitError
-    from stablekit.outputs import OutputOptions
-    from stablekit.params import ImageRequest
-    from stablekit.registry import load_registry
+    from stablekit.jobs import job_from
+    from stablekit.sink import Sink
 
     original = AutoencoderKL.decode
     calls = {"n": 0, "always": False}
@@ -236,16 +233,14 @@ def test_nan_images_are_decoded_again_in_fp32(monkeypatch, tmp_path):
         def note(self, message):
             notes.append(message)
 
-    spec = load_registry().get("tiny-sd")
-    prepared = planning.prepare(spec, default_workload(spec), Overrides())
-    request = ImageRequest(prompt="a cat", model="tiny-sd", width=64, height=64, num_inference_steps=2, seed=1)
-    paths = engine.generate(prepared, request, OutputOptions(output_dir=str(tmp_path)), Recorder())
+    job = job_from("image", {"prompt": "a cat", "model": "tiny-sd", "num_inference_steps": 2, "seed": 1})
+    results = runner.run([job], Sink(tmp_path), Recorder())
     assert any("decoding again in fp32" in n for n in notes) and calls["n"] == 2
-    with Image.open(paths[0]) as image:
+    with Image.open(results[0]["path"]) as image:
         assert image.getextrema() != ((0, 0), (0, 0), (0, 0))
     calls["always"] = True
     with pytest.raises(StablekitError, match="NaN or black"):
-        engine.generate(prepared, request, OutputOptions(output_dir=str(tmp_path / "b")), Recorder())
+        runner.run([job], Sink(tmp_path / "b"), Recorder())
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
 
 

@@ -1,4 +1,5 @@
-"""`stablekit mesh` end to end on tiny-triposr (and tiny-sd for text-to-3D), through the real CLI in a subprocess."""
+"""`stablekit mesh` end to end on tiny-triposr (and tiny-sd for text-to-3D), through the CLI (in-process; one run in
+a real process)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from conftest import run_cli
+from conftest import run_cli, run_process
 from stablekit.writers.mesh import glb_extras
 
 TINY = ["--model", "tiny-triposr"]
@@ -53,8 +54,8 @@ def one_line_error(result, code: int, *needles: str) -> None:
         assert needle in result.stderr, result.stderr
 
 
-def mesh_run(*args: str, env: dict | None = None) -> list[dict]:
-    result = run_cli("mesh", *TINY, "--json", *args, env=env)
+def mesh_run(*args: str, env: dict | None = None, runner=run_cli) -> list[dict]:
+    result = runner("mesh", *TINY, "--json", *args, env=env)
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
@@ -90,7 +91,7 @@ def test_formats_reload_with_faces_colours_and_sidecar(picture, tmp_path, extens
 def test_same_input_same_mesh_and_the_up_axis(picture, tmp_path):
     """Determinism (byte-identical GLB), and --up z is TripoSR's frame, --up y (default) its rotation to glTF's."""
     [first] = mesh_run("--image", str(picture), "-d", str(tmp_path / "a"))
-    [second] = mesh_run("--image", str(picture), "-d", str(tmp_path / "b"))
+    [second] = mesh_run("--image", str(picture), "-d", str(tmp_path / "b"), runner=run_process)  # another process
     assert Path(first["path"]).name == "chair.glb"
     assert Path(first["path"]).read_bytes() == Path(second["path"]).read_bytes()
     [native] = mesh_run("--image", str(picture), "--up", "z", "-d", str(tmp_path / "c"))
@@ -134,7 +135,7 @@ def test_text_to_3d_draws_the_image_first_and_keeps_it(tmp_path):
     assert len(load(mesh["path"]).faces) > 100
     params = json.loads(Path(mesh["sidecar"]).read_text())["parameters"]
     assert params["image_parameters"]["model"] == "tiny-sd" and params["image_parameters"]["seed"] == 3
-    assert params["image_parameters"]["kept"] == image["path"] and params["preprocessing"] == "as is"
+    assert params["image_parameters"]["output"] == "{prompt}-{seed}.png" and params["preprocessing"] == "as is"
 
     # Without --keep-image only the mesh is left behind.
     [alone] = mesh_run("a wooden chair, white background", "--image-model", "tiny-sd", "--seed", "3",

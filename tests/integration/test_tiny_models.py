@@ -272,3 +272,87 @@ def test_building_prints_nothing(area):
     )
     assert result.returncode == 0, result.stderr
     assert (result.stdout, result.stderr) == ("", "")
+
+
+# --- any hub model, read from its own files ---------------------------------------------------------------
+
+# kind -> the command that renders it (with small settings) and what `models info` must have found.
+HUB_RENDERS = {
+    "sdxl": (["image", "a red cat", "--steps", "1"], "diffusers StableDiffusionXLPipeline, planned like sdxl"),
+    "sd3": (["image", "a red cat", "--steps", "1"], "diffusers StableDiffusion3Pipeline, planned like sd3-medium"),
+    "svd": (["video", "--image", "{image}", "--steps", "1", "--frames", "2"],
+            "diffusers StableVideoDiffusionPipeline, planned like svd"),
+    "audio": (["audio", "rain on a roof", "--steps", "1"],
+              "diffusers StableAudioPipeline, planned like stable-audio-open"),
+    "lm": (["text", "Hello", "--max-tokens", "3", "--min-tokens", "3"],
+           "transformers StableLmForCausalLM, planned like stablelm-2-zephyr-1.6b"),
+    "triposr": (["mesh", "--image", "{image}", "--no-remove-bg", "--resolution", "32"],
+                "TripoSR config.yaml, planned like triposr"),
+}
+
+
+@pytest.fixture
+def served(built, tmp_path, monkeypatch):
+    """A fake hub serving each tiny layout as org/tiny-KIND, with the CLI pointed at it (and online)."""
+    from fakehub import FakeHub
+
+    with FakeHub() as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
+        yield lambda kind: hub.repos.setdefault(f"org/tiny-{kind}", built(kind)), env, hub
+
+
+@pytest.mark.parametrize("kind", list(HUB_RENDERS))
+def test_bare_hub_ids_of_every_layout_render(served, tmp_path, kind):
+    """`--model ORG/NAME` of a repo in no catalog: its configs are fetched and read first, so family, loader,
+    defaults (its own native size) and download patterns are its own, then it renders like any model."""
+    from PIL import Image
+
+    from conftest import run_cli
+
+    serve, env, hub = served
+    serve(kind)
+    image = tmp_path / "in.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(image)
+    args, found = HUB_RENDERS[kind]
+    args = [a.replace("{image}", str(image)) for a in args]
+
+    info = run_cli("models", "info", f"org/tiny-{kind}", env=env)
+    assert info.returncode == 0, info.stderr
+    assert f"hub repository: {found}" in info.stdout and "origin      hub" in info.stdout
+    assert "files       configs" in info.stdout  # only the configs so far: no weights fetched to find out
+
+    out = tmp_path / "out"
+    where = [] if kind == "lm" else ["-d", str(out)]
+    made = run_cli(*args, "--model", f"org/tiny-{kind}", "--seed", "1", "-q", *where, env=env)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip(), made.stderr
+    if kind != "lm":
+        assert Path(made.stdout.strip().splitlines()[-1]).is_file()
+    fetched = {line.split(" ", 1)[1] for line in hub.requests if line.startswith("GET /org/")}
+    assert not [name for name in fetched if name.endswith((".bin", ".ckpt", ".pt"))]
+
+
+def test_hub_sdxl_finetune_gets_sdxl_defaults_at_its_own_size(served):
+    """The bug this replaces: a bare SDXL fine-tune id was planned as SD 1.5 and crashed in the UNet."""
+    from stablekit.registry import load_registry
+
+    serve, env, _ = served
+    serve("sdxl")
+    import os
+
+    os.environ.update(env)
+    try:
+        import importlib
+
+        import huggingface_hub.constants as constants
+
+        importlib.reload(constants)
+        spec = load_registry().resolve("org/tiny-sdxl", "image")
+    finally:
+        for key in env:
+            os.environ.pop(key)
+        importlib.reload(constants)
+    assert (spec.family, spec.loader, spec.origin) == ("sdxl", "StableDiffusionXLPipeline", "hub")
+    assert (spec.defaults["width"], spec.defaults["height"]) == (64, 64)  # 32 latents x the VAE's factor 2
+    assert spec.defaults["num_inference_steps"] == 30 and spec.variant is None
+    assert 0 < spec.memory.total_params < 1  # read from the safetensors headers on the hub, in millions

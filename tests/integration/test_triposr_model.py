@@ -11,11 +11,10 @@ import yaml
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from conftest import SHARED
 from stablekit.models import triposr
 from stablekit.models.triposr.isosurface import grid_axis, grid_points
 
-FIXTURES = SHARED / "fixtures" / "triposr"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "triposr"  # copied from ../shared, 2.7 MB
 FIXTURE_A = FIXTURES / "fixture-a"
 # The official stabilityai/TripoSR config.yaml (values from the notes; comments as in the file).
 OFFICIAL_CONFIG = """\
@@ -58,8 +57,6 @@ renderer:
   density_bias: -1.0
   num_samples_per_ray: 128
 """
-
-pytestmark = pytest.mark.skipif(not FIXTURE_A.is_dir(), reason="the shared TripoSR fixtures are not here")
 
 
 @pytest.fixture(scope="module")

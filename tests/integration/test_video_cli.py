@@ -1,4 +1,5 @@
-"""`stablekit video` end to end on tiny-svd (32x32, 4 frames by default), through the real CLI in a subprocess.
+"""`stablekit video` end to end on tiny-svd (32x32, 4 frames by default), through the CLI in-process; the README
+command in a real process, whose stderr also shows what libraries print on import.
 
 SVD is slow even tiny, so the generating runs are made once per module (`runs`) and each test reads what it
 needs from them: 3 frames at 9 fps (not the model's 4 at 7) so the files show the request was honoured.
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_process
 from stablekit.writers.video import read_comment
 
 FRAMES, FPS, SEED, SIZE = 3, 9, 5, (32, 32)
@@ -74,7 +75,7 @@ def runs(tmp_path_factory, tiny_cache):
         extra = {"IMAGEIO_FFMPEG_EXE": "/bin/false"} if name == "failed" else {}
         if name == "readme":
             (out / "boat.png").write_bytes(picture.read_bytes())
-            result = run_cli(*args, env=env, cwd=out)
+            result = run_process(*args, env=env, cwd=out)
         else:
             result = run_cli(*args, "-d", str(out), env={**env, **extra}, cwd=base)
         made[name] = (result, out)

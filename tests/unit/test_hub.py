@@ -126,3 +126,109 @@ def test_configs_only_pull_skips_every_weight(online, tmp_path):
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     assert files == ["model_index.json", "tokenizer/merges.txt", "unet/config.json"]
     assert hub.local_state(spec_for("org/sd")).status == "configs"
+
+
+# --- ids are never paths: the checks in hub.py hold even for a record that skipped the catalog's ----------
+
+
+def test_a_path_id_cannot_make_pull_or_remove_leave_the_home(stablekit_home, tmp_path):
+    from stablekit.errors import UsageError
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    base = load_registry().get("tiny-lm")
+    for bad in ("../../victim", str(victim), "../" * 6 + "tmp/victim"):
+        spec = dataclasses.replace(base, id=bad)
+        with pytest.raises(UsageError, match="outside"):
+            hub.pull(spec)
+        with pytest.raises(UsageError, match="outside"):
+            hub.remove(spec)
+    assert [p.name for p in victim.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stablekit-home", "victim"]
+
+
+def test_a_symlink_out_of_the_tiny_folder_is_refused(stablekit_home, tmp_path):
+    from stablekit.errors import UsageError
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (stablekit_home / "tiny" / "linked").symlink_to(victim, target_is_directory=True)
+    spec = dataclasses.replace(load_registry().get("tiny-lm"), id="linked")
+    try:
+        with pytest.raises(UsageError, match="outside"):
+            hub.remove(spec)
+    finally:
+        (stablekit_home / "tiny" / "linked").unlink()
+    assert victim.is_dir()
+
+
+def test_remove_deletes_only_what_stablekit_built(stablekit_home, tmp_path):
+    from stablekit.errors import UsageError
+
+    own = tmp_path / "own-tiny"
+    (own / "mine").mkdir(parents=True)
+    (own / "mine" / "data.txt").write_text("not a model")
+    (stablekit_home / "tiny").unlink()
+    (stablekit_home / "tiny").symlink_to(own, target_is_directory=True)
+    spec = dataclasses.replace(load_registry().get("tiny-lm"), id="mine")
+    with pytest.raises(UsageError, match="not built by stablekit"):
+        hub.remove(spec)
+    with pytest.raises(UsageError, match="not built by stablekit"):
+        hub.pull(spec)
+    assert (own / "mine" / "data.txt").read_text() == "not a model"
+    local = dataclasses.replace(spec, local_path=str(own / "mine"))
+    with pytest.raises(UsageError, match="your own"):
+        hub.remove(local)
+
+
+def test_describe_repo_reads_configs_and_header_sizes_only(online, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    repo = tmp_path / "lm"
+    repo.mkdir()
+    (repo / "config.json").write_text('{"architectures": ["StableLmForCausalLM"], "model_type": "stablelm", '
+                                      '"max_position_embeddings": 512}')
+    save_file({"w": torch.zeros(1000, 500)}, repo / "model.safetensors")
+    online.repos["org/lm"] = repo
+    found = hub.describe_repo("org/lm")
+    assert found.counts == {"model": 0.5} and "model.safetensors" in found.listing
+    assert not (found.folder / "model.safetensors").exists()  # sizes from the header, by a byte range
+    spec = load_registry().resolve("org/lm", "text")
+    assert spec.limits["context_length"] == 512 and spec.family == "stablelm" and spec.tasks == ("text",)
+    assert hub.local_state(spec).status == "configs"
+
+
+def test_unknown_pipeline_class_on_the_hub_is_a_clear_error(online, tmp_path):
+    from stablekit.errors import UnknownModelError
+
+    repo = tmp_path / "flux"
+    repo.mkdir()
+    (repo / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    online.repos["org/flux"] = repo
+    with pytest.raises(UnknownModelError, match="pipeline class FluxPipeline is not one stablekit runs"):
+        load_registry().resolve("org/flux", "image")
+
+
+def test_fp16_vae_fix_is_announced_before_it_is_downloaded(monkeypatch):
+    """SDXL in fp16: the fix VAE is used when on disk; a download is said first; a failed one falls back, said."""
+    from stablekit.engines import image
+
+    said: list[str] = []
+    progress = type("P", (), {"stage": lambda self, m: said.append("stage " + m),
+                              "note": lambda self, m: said.append("note " + m)})()
+
+    def unreachable(spec, **kwargs):
+        said.append("download")
+        raise ModelNotDownloadedError("madebyollin/sdxl-vae-fp16-fix cannot be reached")
+
+    monkeypatch.setattr(hub, "offline", lambda: False)
+    monkeypatch.setattr(hub, "ensure_local", unreachable)
+    assert image._fp16_safe_vae("float16", progress) == {}
+    assert said[0].startswith("stage Downloading sdxl-vae-fp16-fix (madebyollin/sdxl-vae-fp16-fix")
+    assert said[1] == "download" and said[2].startswith("note sdxl-vae-fp16-fix could not be downloaded")
+    said.clear()
+    monkeypatch.setattr(hub, "offline", lambda: True)
+    assert image._fp16_safe_vae("float16", progress) == {}
+    assert said == ["note sdxl-vae-fp16-fix is not downloaded: the SDXL VAE decodes in fp32 instead (slower)"]

@@ -10,8 +10,8 @@ from PIL import Image
 from stablekit.devices import Hardware
 from stablekit.engines import mesh as engine
 from stablekit.errors import InputError, UsageError
+from stablekit.jobs import Job
 from stablekit.models.triposr import preprocess
-from stablekit.outputs import OutputOptions
 from stablekit.params import MeshRequest
 from stablekit.registry import load_registry
 from stablekit.writers.mesh import glb_extras, orient, write_mesh
@@ -27,43 +27,55 @@ def spec():
     return load_registry().get("triposr")
 
 
+@pytest.fixture
+def picture(tmp_path) -> str:
+    pixels = np.zeros((20, 20, 4), np.uint8)
+    pixels[5:15, 5:15] = [200, 30, 30, 255]
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    return str(tmp_path / "x.png")
+
+
+def plan_of(spec, request: MeshRequest, hardware):
+    """The device plan engine.plan makes for `request` (an --image job) on `hardware`."""
+    return engine.plan(Job("mesh", spec, request), hardware).device_plan
+
+
 @pytest.mark.parametrize(("hardware", "resolution", "chunk"), [
     (GPU, 256, None), (OLD_GPU, 256, None), (MAC, 192, None), (CPU, 128, 8192)])
-def test_resolution_and_chunks_follow_the_device(spec, hardware, resolution, chunk):
-    prepared = engine.prepare(spec, MeshRequest(prompt="", image="x.png"), hardware)
-    chosen = engine.settings(prepared.plan, MeshRequest(prompt="", image="x.png"))
+def test_resolution_and_chunks_follow_the_device(spec, picture, hardware, resolution, chunk):
+    device_plan = plan_of(spec, MeshRequest(prompt="", image=picture), hardware)
+    chosen = engine.settings(device_plan, MeshRequest(prompt="", image=picture))
     assert chosen.resolution == resolution
     if chunk:
         assert chosen.chunk_size == chunk
     else:  # sized to the memory left beside the model: a power of two within the range
         low, high = engine.CHUNK_RANGE
         assert low <= chosen.chunk_size <= high and chosen.chunk_size & (chosen.chunk_size - 1) == 0
-    assert any(r.startswith(f"mesh grid {resolution}^3") for r in prepared.plan.reasons)
-    assert any(r.startswith("density queries of") for r in prepared.plan.reasons)
+    assert any(r.startswith(f"mesh grid {resolution}^3") for r in device_plan.reasons)
+    assert any(r.startswith("density queries of") for r in device_plan.reasons)
 
 
-def test_chunks_shrink_with_memory(spec):
-    request = MeshRequest(prompt="", image="x.png")
-    roomy = engine.settings(engine.prepare(spec, request, GPU).plan, request).chunk_size
-    tight = engine.settings(engine.prepare(spec, request, GPU.__class__(**{**GPU.to_dict(), "memory_free_gib": 7.0})
-                                           ).plan, request).chunk_size
+def test_chunks_shrink_with_memory(spec, picture):
+    request = MeshRequest(prompt="", image=picture)
+    roomy = engine.settings(plan_of(spec, request, GPU), request).chunk_size
+    tight = engine.settings(plan_of(spec, request, GPU.__class__(**{**GPU.to_dict(), "memory_free_gib": 7.0})),
+                            request).chunk_size
     assert tight < roomy
 
 
-def test_flags_override_the_plan(spec):
-    request = MeshRequest(prompt="", image="x.png", mc_resolution=320, chunk_size=0)
-    prepared = engine.prepare(spec, request, GPU)
-    chosen = engine.settings(prepared.plan, request)
+def test_flags_override_the_plan(spec, picture):
+    request = MeshRequest(prompt="", image=picture, mc_resolution=320, chunk_size=0)
+    chosen = engine.settings(plan_of(spec, request, GPU), request)
     assert (chosen.resolution, chosen.chunk_size) == (320, 0)
     assert any("asked for" in r for r in chosen.reasons)
 
 
-def test_full_precision_on_gpus_unless_asked(spec):
-    plan = engine.prepare(spec, MeshRequest(prompt="", image="x.png"), GPU).plan
+def test_full_precision_on_gpus_unless_asked(spec, picture):
+    plan = plan_of(spec, MeshRequest(prompt="", image=picture), GPU)
     assert plan.dtype == "float32"
     assert any(r.startswith("dtype float32: TripoSR runs in full precision") for r in plan.reasons)
     assert not any("asked for with --dtype" in r for r in plan.reasons)
-    asked = engine.prepare(spec, MeshRequest(prompt="", image="x.png", dtype="bfloat16"), GPU).plan
+    asked = plan_of(spec, MeshRequest(prompt="", image=picture, dtype="bfloat16"), GPU)
     assert asked.dtype == "bfloat16"
 
 
@@ -117,13 +129,13 @@ def test_rgb_input_needs_background_removal_or_the_flag(spec, tmp_path, monkeypa
 
 def test_output_extension_rules():
     request = MeshRequest(prompt="", image="x.png")
-    assert engine.output_extension(request, OutputOptions()) == ".glb"
-    assert engine.output_extension(request, OutputOptions(output="a/{seed}.ply")) == ".ply"
-    assert engine.output_extension(MeshRequest(prompt="", output_format="obj"), OutputOptions()) == ".obj"
+    assert engine.output_extension(request, None) == ".glb"
+    assert engine.output_extension(request, "a/{seed}.ply") == ".ply"
+    assert engine.output_extension(MeshRequest(prompt="", output_format="obj"), None) == ".obj"
     with pytest.raises(UsageError, match="--format obj but --output ends in .stl"):
-        engine.check_output(MeshRequest(prompt="", output_format="obj"), OutputOptions(output="a.stl"))
+        engine.check_output(MeshRequest(prompt="", output_format="obj"), "a.stl")
     with pytest.raises(UsageError, match="not a supported format"):
-        engine.check_output(request, OutputOptions(output="a.fbx"))
+        engine.check_output(request, "a.fbx")
 
 
 def test_resize_foreground_and_gray_composite_follow_the_official_rules():

@@ -55,3 +55,35 @@ def test_precedence_flag_over_preset_over_model_over_global():
     assert request.num_inference_steps == 4  # preset
     assert request.guidance_scale == 0.0 and request.height == 512  # model defaults
     assert request.num_images == 1 and request.batch_size == 1  # global defaults
+
+
+def test_one_bad_user_preset_is_listed_as_broken_and_the_rest_still_list(stablekit_home):
+    folder = stablekit_home / "presets"
+    folder.mkdir()
+    (folder / "mine.toml").write_text('command = "image"\nnum_inference_steps = 3\n')
+    (folder / "typo.toml").write_text('command = "image"\nstepz = 3\n')
+    (folder / "garbled.toml").write_text('command = "image"\nwidth = \n')
+    presets = {p.name: p for p in list_presets()}
+    assert presets["mine"].problem is None and presets["mine"].values == {"num_inference_steps": 3}
+    assert "unknown key 'stepz'" in presets["typo"].problem and presets["typo"].origin == "user"
+    assert "not valid TOML" in presets["garbled"].problem
+    assert presets["draft"].problem is None  # built-ins unaffected
+    with pytest.raises(PresetError, match="unknown key 'stepz'"):
+        load_preset("typo", "image")  # using it still fails, naming the file and key
+
+
+def test_presets_list_command_shows_broken_files(stablekit_home):
+    import json
+
+    from conftest import run_cli
+
+    (stablekit_home / "presets").mkdir()
+    (stablekit_home / "presets" / "typo.toml").write_text('command = "image"\nstepz = 3\n')
+    table = run_cli("presets", "list")
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith("typo"))
+    assert "broken" in row and "stepz" in row
+    assert "draft" in table.stdout and "preset 'typo' is broken" in table.stderr
+    listed = json.loads(run_cli("presets", "list", "--json").stdout)
+    by_name = {p["name"]: p for p in listed}
+    assert "stepz" in by_name["typo"]["problem"] and by_name["draft"]["problem"] is None

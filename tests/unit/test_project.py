@@ -18,15 +18,62 @@ def readme_block(after: str) -> list[str]:
     return [line for line in block.splitlines() if line.strip()]
 
 
-def test_ci_runs_the_readme_setup_and_test_command():
+def makefile_recipe(target: str) -> list[str]:
+    """The recipe lines of a Makefile target, with its variables as they are written."""
+    text = (ROOT / "Makefile").read_text()
+    body = text.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+    return [line.strip() for line in body.splitlines()[1:] if line.startswith("\t")]
+
+
+def test_readme_makefile_and_ci_agree():
+    """README "Install" = the Makefile's set-up = what .ci/run does; one test command in all three."""
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     setup = readme_block("## Install")
     assert setup[0].startswith("python3 -m venv") and setup[1].startswith(". ")
     for line in setup[2:]:
         assert line in ci, f"README set-up step missing from .ci/run: {line}"
-    test_command = readme_block("## Run the tests")
-    assert test_command == ["python -m pytest"] and ci[-1] == test_command[0]
     assert ci.index("pip install torch==2.13.0") < ci.index("pip install -e '.[dev]'")
+    # The Makefile's set-up runs the same pip steps in $(VENV), torch first.
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nTORCH ?= torch==2.13.0\n" in makefile and "\nVENV ?= .venv\n" in makefile
+    install = makefile_recipe("$(STAMP)")
+    pips = [line for line in install if "pip install" in line and "--upgrade pip" not in line]
+    assert pips == ["$(BIN)/pip install $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))",
+                    "$(BIN)/pip install -e '.[dev]'"]
+    assert any("-m venv $(VENV)" in line for line in install)
+    # One test command: the README's, run by `make test`, which is what CI calls after the README's set-up.
+    test_command = readme_block("## Run the tests")
+    assert test_command == ["python -m pytest"]
+    assert makefile_recipe("test") == ["$(BIN)/python -m pytest"]
+    assert ci[-1] == 'make test VENV="$venv"'
+    assert "test_project.py::test_readme_makefile_and_ci_agree" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_quick_start_is_two_make_commands_and_demo_renders_the_readme_example():
+    assert readme_block("## Quick start") == ["make demo", "make test"]
+    tiny_example = readme_block("The tiny random-weight")[0]
+    demo = " ".join(makefile_recipe("demo"))
+    assert f"HF_HUB_OFFLINE=1 $(BIN)/{tiny_example} " in demo  # offline, exactly the README's example
+    assert 'stablekit image \\"a lighthouse at dusk\\"' in demo  # and how to run the real default model
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\ndemo: setup\n" in makefile and "\ntest: setup\n" in makefile
+
+
+def test_makefile_sets_up_only_when_needed(tmp_path):
+    """`make -n` with a set-up venv plans no pip run; without one it plans the venv and the installs."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"
+    fresh = subprocess.run([make, "-n", "test", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr
+    assert f"{venv}/bin/pip install torch==2.13.0" in fresh.stdout and f"{venv}/bin/python -m pytest" in fresh.stdout
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("")
+    (venv / ".stablekit-installed").write_text("")
+    ready = subprocess.run([make, "-n", "test", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True)
+    assert ready.returncode == 0, ready.stderr
+    assert "pip install" not in ready.stdout and ready.stdout.strip() == f"{venv}/bin/python -m pytest"
 
 
 def test_readme_first_commands_are_the_main_job():

@@ -71,18 +71,36 @@ def test_resolve_checks_the_modality():
     assert "video model" in err.value.message and "sdxl" in err.value.hint
 
 
-def test_hub_ids_and_local_folders_resolve(tmp_path):
+def test_hub_ids_are_read_from_their_files_never_assumed(tmp_path):
+    from stablekit.errors import ModelNotDownloadedError
+
     registry = load_registry()
-    hub_spec = registry.resolve("someone/my-finetune", "image")
-    assert hub_spec.repo == "someone/my-finetune" and hub_spec.origin == "hub"
+    with pytest.raises(ModelNotDownloadedError, match="cannot read what model it is"):
+        registry.resolve("someone/my-finetune", "image")  # offline, nothing cached: no guess
+
+
+def test_local_folders_are_read_from_their_own_files(tmp_path):
+    registry = load_registry()
     folder = tmp_path / "my-sdxl"
     folder.mkdir()
-    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline", "force_zeros_for_empty_'
+                                             'prompt": true, "unet": ["diffusers", "UNet2DConditionModel"]}')
     local = registry.resolve(str(folder), "image")
     assert local.local_path == str(folder) and local.family == "sdxl" and local.defaults["width"] == 1024
+    assert "diffusers StableDiffusionXLPipeline" in local.description
+    sd2 = tmp_path / "sd2"
+    (sd2 / "unet").mkdir(parents=True)
+    (sd2 / "vae").mkdir()
+    (sd2 / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    (sd2 / "unet" / "config.json").write_text('{"cross_attention_dim": 1024, "sample_size": 96}')
+    (sd2 / "vae" / "config.json").write_text('{"block_out_channels": [128, 256, 512, 512]}')
+    spec = registry.resolve(str(sd2), "image")
+    assert spec.family == "sd21" and (spec.defaults["width"], spec.defaults["height"]) == (768, 768)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UnknownModelError, match="not a model folder"):
         registry.resolve(str(tmp_path / "empty"))
+    with pytest.raises(UnknownModelError, match="no such file or folder"):
+        registry.resolve(str(tmp_path / "missing"))
 
 
 def test_user_catalog_adds_and_extends(stablekit_home):
@@ -99,6 +117,23 @@ defaults = { num_inference_steps = 35, guidance_scale = 6.0, width = 832, height
     assert spec.origin == "user" and spec.loader == "StableDiffusionXLPipeline"
     assert spec.repo == "RunDiffusion/Juggernaut-XL-v9" and spec.variant is None and spec.fallbacks == ()
     assert spec.defaults["width"] == 832 and spec.memory == registry.get("sdxl").memory
+    # Its own name and licence, never the parent's (another repo: the parent's licence does not apply).
+    assert spec.name == "Juggernaut XL" and spec.license == "see the model's card"
+
+
+def test_extends_without_a_name_is_named_by_its_id(stablekit_home):
+    (stablekit_home / "catalog.toml").write_text('[models.long-audio]\nextends = "tiny-audio"\n'
+                                                 'limits = { max_audio_length_in_s = 5.0 }\n')
+    spec = load_registry().get("long-audio")
+    assert spec.name == "long-audio" and spec.tiny == "audio" and spec.license == "Apache-2.0"
+
+
+def test_refiner_downloads_nothing_it_shares_with_the_base():
+    from stablekit.hub import download_patterns
+
+    allow, ignore = download_patterns(load_registry().get("sdxl-refiner"))
+    assert {"vae/*", "text_encoder_2/*", "tokenizer_2/*"} <= set(ignore)
+    assert not {"vae/*", "text_encoder_2/*"} & set(download_patterns(load_registry().get("sdxl"))[1])
 
 
 @pytest.mark.parametrize(("text", "expected"), [

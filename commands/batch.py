@@ -1,0 +1,132 @@
+"""`stablekit batch`: a JSON Lines file of jobs of any command, each model loaded once, resumable."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .options import (
+    DeviceOpt,
+    DryRunOpt,
+    DtypeOpt,
+    OffloadOpt,
+    OutputDirOpt,
+    OverwriteOpt,
+    QuietOpt,
+    VramOpt,
+    complete_preset,
+    device_flags,
+)
+
+EPILOG = """Examples:
+
+  stablekit batch jobs.jsonl -d renders
+
+  stablekit batch jobs.jsonl -d renders --set num_inference_steps=4 --vram 8
+
+  make-jobs | stablekit batch - -d renders --json > results.jsonl
+
+  stablekit batch jobs.jsonl -d renders --dry-run     (what would run, the plans)
+
+A line of jobs.jsonl (keys: the job fields, as in presets and sidecars):
+
+  {"command": "image", "prompt": "a fox", "model": "sdxl-turbo", "id": "fox"}
+
+Outputs are named {id}.EXT unless a line gives "output"; a rerun skips jobs
+whose outputs are there with the same parameters.
+
+Exit codes: 0 all done or skipped, 1 some failed (the rest ran), 2 bad file
+or usage, 130 Ctrl-C, 143 SIGTERM.
+"""
+
+
+def batch(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(help="JSON Lines job file, one job per line ('-' for stdin).")],
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE", help="Default for every line that has the key (a line's own value wins); "
+        "repeatable.")] = None,
+    preset: Annotated[list[str] | None, typer.Option(
+        "--preset", "-p", metavar="NAME", autocompletion=complete_preset,
+        help="Preset for the lines of its command (one per command); repeatable.")] = None,
+    output_dir: OutputDirOpt = ".",
+    manifest: Annotated[str | None, typer.Option(
+        "--manifest", rich_help_panel="Output",
+        help="Where each job's record is appended.  \\[default: OUTPUT_DIR/stablekit-batch.jsonl]")] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing job.")] = False,
+    overwrite: OverwriteOpt = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    offload: OffloadOpt = None,
+    vram: VramOpt = None,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="One JSON record per job on stdout (the manifest's).")] = False,
+    dry_run: DryRunOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Render a JSON Lines file of jobs (any command per line): models loaded once, failures recorded, resumable."""
+    import sys
+    from pathlib import Path
+
+    from stablekit import batch as batches
+    from stablekit.batch_file import load_entries, parse_sets
+    from stablekit.batch_progress import BatchProgress
+    from stablekit.manifest import NAME, Manifest
+
+    console = ctx.obj
+    console.quiet = console.quiet or quiet
+    sets = parse_sets(set_ or [])
+    sets.update({key: str(value) for key, value in device_flags(device, dtype, offload, vram).items()
+                 if value is not None})
+    entries = load_entries(file, sys.stdin, sets=sets, presets=preset or [])
+    record_file = Manifest(manifest or Path(output_dir) / NAME)
+    if dry_run:
+        return show_dry_run(console, batches.dry_run(entries, record_file, output_dir), json_output)
+    progress = BatchProgress(console)
+
+    def show(record: dict) -> None:  # --json: the record; else the paths of a done or skipped job's outputs
+        if json_output:
+            progress.result(record)
+        elif record["status"] in ("done", "skipped"):
+            for path in record["outputs"]:
+                progress.result(path)
+
+    try:
+        outcome = batches.run_batch(entries, output_dir=output_dir, manifest=record_file, progress=progress,
+                                    overwrite=overwrite, fail_fast=fail_fast, on_record=show)
+    except batches.Interrupted as stop:
+        console.error(f"interrupted: {counts(stop.outcome)}", hint=f"run the same command again to continue "
+                      f"(the manifest is {record_file.path})")
+        raise typer.Exit(stop.exit_code) from None
+    console.info(f"batch: {counts(outcome)}; manifest: {record_file.path}")
+    if outcome.failed:
+        raise batches.failure(outcome)
+
+
+def counts(outcome) -> str:
+    if outcome is None:
+        return "nothing finished"
+    parts = [f"{outcome.count(status)} {status}" for status in ("done", "skipped", "failed", "interrupted")
+             if outcome.count(status)]
+    return ", ".join(parts) or "nothing finished"
+
+
+def show_dry_run(console, models: list[dict], as_json: bool) -> None:
+    """Per model: how many jobs would run, be skipped or fail, and each device plan (stdout: it is the result)."""
+    if as_json:
+        for model in models:
+            console.result(model)
+        return
+    run, skip = sum(len(m["run"]) for m in models), sum(len(m["skip"]) for m in models)
+    fail = sum(len(m["fail"]) for m in models)
+    console.result(f"{run + skip + fail} jobs: {run} would run, {skip} skipped (done)"
+                   + (f", {fail} would fail" if fail else ""))
+    for model in models:
+        console.result("")
+        console.result(f"{model['model']}: {len(model['run'])} to run, {len(model['skip'])} skipped"
+                       + (f", {len(model['fail'])} would fail" if model["fail"] else ""))
+        for failing in model["fail"]:
+            console.result(f"  {failing['id']}: {failing['error']}")
+        for plan in model["plans"]:
+            console.show_plan(plan, False)

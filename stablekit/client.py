@@ -1,0 +1,372 @@
+"""The client side of `stablekit serve`: find a live server for this STABLEKIT_HOME and run jobs on it.
+
+Commands call `run()` before they import any engine: it answers None when no server answers (the caller runs
+the jobs itself), else sends the jobs, replays the server's progress into the caller's Progress, hands each
+result record to `on_result` and returns them all, exactly as an in-process run would. Standard library only:
+the point is to start in a blink, so no torch, no diffusers, no transformers here.
+
+The wire is JSON lines over a Unix socket (see stablekit.server for the messages).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .console import Progress
+from .errors import StablekitError
+
+PROTOCOL = 1
+CONNECT_TIMEOUT = 2.0  # a Unix socket connects at once or not at all
+ANSWER_TIMEOUT = 10.0  # the server acknowledges a message from its connection thread, not after the queue
+READ_TIMEOUT = 30.0  # the server sends "alive" every HEARTBEAT seconds while a job is queued or running
+HEARTBEAT = 1.0
+CANCEL_WAIT = 10.0  # after Ctrl-C: how long to wait for the server to finish the output it is writing
+
+
+class ServerLost(StablekitError):
+    """The server went away (or stopped answering) while it held one of our jobs."""
+
+
+class _Refused(Exception):
+    """The server gave a queued job back before starting it (it is stopping): the client runs it itself."""
+
+
+def server_dir() -> Path:
+    from .paths import stablekit_home
+
+    return stablekit_home() / "server"
+
+
+def socket_path() -> Path:
+    return server_dir() / "socket"
+
+
+def pid_path() -> Path:
+    return server_dir() / "pid"
+
+
+def log_path() -> Path:
+    return server_dir() / "log"
+
+
+def lock_path() -> Path:
+    return server_dir() / "lock"
+
+
+def wanted(no_server: bool = False) -> bool:
+    """Whether to look for a server at all: not with --no-server or STABLEKIT_SERVER=0."""
+    return not no_server and os.environ.get("STABLEKIT_SERVER", "").strip() != "0" and hasattr(socket, "AF_UNIX")
+
+
+class Channel:
+    """One connection: JSON objects out, one per line; JSON objects in, with a bounded wait for each."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = b""
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(message, default=str).encode() + b"\n")
+
+    def receive(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next message; None when the other side closed. Raises TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                raise TimeoutError from None
+            except (ConnectionResetError, BrokenPipeError):
+                chunk = b""
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def read_ready(self) -> list[dict[str, Any]] | None:
+        """One read, for a caller that knows data is waiting (select): the complete messages so far; None when
+        the other side closed."""
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            return None
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def unix_address(path: Path, use: Callable[[str], None]) -> None:
+    """Call `use(address)` (bind or connect) with `path`, through /proc/self/fd when it is longer than a
+    Unix socket address may be (about 100 bytes; deep temporary folders exceed it)."""
+    if len(os.fsencode(path)) < 100:
+        use(str(path))
+        return
+    if not os.path.isdir("/proc/self/fd"):
+        raise StablekitError(f"the server's socket path is too long: {path}", hint="use a shorter STABLEKIT_HOME")
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        use(f"/proc/self/fd/{fd}/{path.name}")
+    finally:
+        os.close(fd)
+
+
+def connect(progress: Progress = Progress()) -> Channel | None:
+    """A connection to the live server of this STABLEKIT_HOME, or None: no server, a stale socket (removed,
+    with a note), someone else's socket, or no answer in time (a warning)."""
+    path = socket_path()
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    if info.st_uid != os.getuid() or path.parent.stat().st_mode & 0o077:
+        _warn(progress, f"ignoring the server socket {path}: not private to this user (running here)")
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(CONNECT_TIMEOUT)
+    try:
+        unix_address(path, sock.connect)
+    except (ConnectionRefusedError, FileNotFoundError):
+        sock.close()
+        pid = remove_stale()
+        if pid is False:
+            _warn(progress, f"the server at {path} refused the connection (starting, or stopping); running here")
+        else:
+            progress.note(f"removed a stale server socket (server{f' pid {pid}' if pid else ''} is gone); running here")
+        return None
+    except OSError as err:
+        sock.close()
+        _warn(progress, f"the server at {path} did not answer ({err.strerror or 'timed out'}); running here")
+        return None
+    return Channel(sock)
+
+
+def remove_stale() -> int | None | bool:
+    """Remove the socket and pid file of a server that is gone (its lock is free); returns its pid (None when
+    unknown), or False when a server still holds the lock (starting up, or busy)."""
+    import fcntl
+
+    try:
+        lock = open(lock_path(), "a")  # noqa: SIM115 - held across the removal below
+    except OSError:
+        lock = None
+    try:
+        if lock is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False
+        pid = read_pid()
+        for path in (socket_path(), pid_path()):
+            path.unlink(missing_ok=True)
+        return pid
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def read_pid() -> int | None:
+    try:
+        return int(pid_path().read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def request(message: dict[str, Any], progress: Progress = Progress(), timeout: float = ANSWER_TIMEOUT
+            ) -> dict[str, Any] | None:
+    """One control message (ps, unload, stop) and its answer; None when no server answers."""
+    channel = connect(progress)
+    if channel is None:
+        return None
+    try:
+        channel.send({**message, "protocol": PROTOCOL, "version": __version__})
+        while True:
+            answer = channel.receive(timeout)
+            if answer is None:
+                raise ServerLost("the stablekit server closed the connection without answering")
+            if answer.get("type") not in ("queued", "alive"):
+                return answer
+    except TimeoutError:
+        raise ServerLost(f"the stablekit server did not answer in {timeout:.0f} s",
+                         hint=f"see its log: {log_path()}") from None
+    finally:
+        channel.close()
+
+
+def run(jobs: Iterable, progress: Progress, *, on_result: Callable[[dict], None], sink: str = "files",
+        output_dir: str = ".", overwrite: bool = False, total: int = 1, on_text: Callable[[str], None] | None = None,
+        text_json: bool = False, no_server: bool = False) -> list[dict] | None:
+    """Run `jobs` on this STABLEKIT_HOME's server, as `runner.run` would here; None when no server took them.
+
+    `sink` is "files" (outputs under `output_dir`, as stablekit.sink.Sink) or "text" (stablekit.sink.
+    TextStreamSink: pieces to `on_text`, or one record per answer with `text_json`). Raises the job's own
+    error (same message, hint and exit code), ServerLost when the server dies mid-job, KeyboardInterrupt
+    after cancelling the job on Ctrl-C (outputs finished before it are kept and reported).
+    """
+    if not wanted(no_server):
+        return None
+    jobs = list(jobs)
+    channel = connect(progress)
+    if channel is None:
+        return None
+    with contextlib.closing(channel):
+        try:
+            channel.send({"type": "job", "protocol": PROTOCOL, "version": __version__, "cwd": os.getcwd(),
+                          "client_pid": os.getpid(), "jobs": [wire_job(job) for job in jobs],
+                          "sink": {"kind": sink, "output_dir": output_dir, "overwrite": overwrite, "total": total,
+                                   "as_json": text_json}})
+            answer = channel.receive(ANSWER_TIMEOUT)
+        except (TimeoutError, OSError):
+            _warn(progress, f"the stablekit server did not answer in {ANSWER_TIMEOUT:.0f} s; running here")
+            return None
+        if answer is None or answer.get("type") != "queued":
+            why = (answer or {}).get("message", "it closed the connection")
+            _warn(progress, f"the stablekit server did not take the job ({why}); running here")
+            return None
+        follow = _Follow(channel, progress, on_result, on_text, answer.get("pid"))
+        try:
+            return follow.run()
+        except _Refused as refused:
+            _warn(progress, f"the stablekit server did not take the job ({refused}); running here")
+            return None
+        except ServerLost:
+            follow.clean_up([output_dir, *(_literal_dir(job.output) for job in jobs)], output_dir)
+            raise
+
+
+def wire_job(job) -> dict[str, Any]:
+    """The job object, with how its model was resolved when the object alone cannot say (a single-file
+    checkpoint's --family and --config)."""
+    entry: dict[str, Any] = {"job": job.to_dict()}
+    if job.spec.checkpoint:
+        entry.update(family=job.spec.family, config=job.spec.configs_from)
+    return entry
+
+
+class _Follow:
+    """Replays one job's messages: progress into the caller's Progress, results to on_result, until done."""
+
+    def __init__(self, channel: Channel, progress: Progress, on_result, on_text, pid: int | None) -> None:
+        self.channel, self.progress, self.on_result, self.on_text, self.pid = channel, progress, on_result, on_text, pid
+        self.results: list[dict] = []
+        self.started = False
+        self.tasks: dict[int, tuple[Any, Any]] = {}  # task id -> (context manager, Steps)
+
+    def run(self) -> list[dict]:
+        try:
+            try:
+                code = self._until_done(READ_TIMEOUT)
+            except KeyboardInterrupt:
+                with contextlib.suppress(OSError):
+                    self.channel.send({"type": "cancel"})
+                with contextlib.suppress(StablekitError, KeyboardInterrupt, _Refused):
+                    self._until_done(CANCEL_WAIT)
+                raise KeyboardInterrupt from None
+        finally:
+            self._end_tasks()
+        if code == 130:
+            raise KeyboardInterrupt
+        return self.results
+
+    def _until_done(self, timeout: float) -> int:
+        who = f"the stablekit server{f' (pid {self.pid})' if self.pid else ''}"
+        while True:
+            try:
+                message = self.channel.receive(timeout)
+            except TimeoutError:
+                raise ServerLost(f"{who} stopped answering (nothing for {timeout:.0f} s) during the job",
+                                 hint=f"see its log: {log_path()}; `stablekit stop`, or kill it") from None
+            if message is None and not self.started:  # it wrote nothing for us: run the job here
+                raise _Refused("it closed the connection before starting the job")
+            if message is None:
+                raise ServerLost(f"{who} stopped in the middle of the job; nothing half-written was kept",
+                                 hint="outputs finished before it stopped are listed above; run the command "
+                                      "again (with no server answering, it runs here)")
+            kind = message.get("type")
+            if kind == "refused" and not self.started:
+                raise _Refused(message.get("message", "it is stopping"))
+            self.started = self.started or kind == "started"
+            if kind == "done":
+                return int(message.get("exit_code", 0))
+            if kind == "error":
+                self._end_tasks()
+                if message.get("traceback"):
+                    sys.stderr.write(message["traceback"])
+                error = StablekitError(message["message"], message.get("hint"))
+                error.exit_code = int(message.get("exit_code", 1))
+                raise error
+            self._replay(kind, message)
+
+    def _replay(self, kind: str | None, message: dict[str, Any]) -> None:
+        if kind == "result":
+            self.results.append(message["record"])
+            self.on_result(message["record"])
+        elif kind == "text" and self.on_text is not None:
+            self.on_text(message["piece"])
+        elif kind == "stage":
+            self.progress.stage(message["text"])
+        elif kind == "note":
+            self.progress.note(message["text"])
+        elif kind == "task":
+            manager = self.progress.task(message["description"], message["total"])
+            self.tasks[message["id"]] = (manager, manager.__enter__())
+        elif kind == "step" and message["id"] in self.tasks:
+            steps = self.tasks[message["id"]][1]
+            steps(message["done"] - steps.done, total=message["total"])
+        elif kind == "end" and message["id"] in self.tasks:
+            self.tasks.pop(message["id"])[0].__exit__(None, None, None)
+        # "started", "alive" and anything newer servers send: nothing to show
+
+    def _end_tasks(self) -> None:
+        while self.tasks:
+            _, (manager, _) = self.tasks.popitem()
+            with contextlib.suppress(Exception):
+                manager.__exit__(None, None, None)
+
+    def clean_up(self, folders: list[str | None], output_dir: str) -> None:
+        """The dead server's temporary files in the job's output folders: nothing half-written stays."""
+        from .outputs import remove_strays
+
+        if not self.pid:
+            return
+        for folder in {str(Path(output_dir, f).resolve()) for f in folders if f is not None}:
+            remove_strays(Path(folder), alive=lambda pid: pid != self.pid and _alive(pid))
+
+
+def _literal_dir(output: str | None) -> str | None:
+    """The folder an output template names literally (before any {field}), relative to --output-dir."""
+    if not output:
+        return None
+    prefix = output.split("{", 1)[0]
+    return prefix if prefix.endswith(("/", os.sep)) else str(Path(prefix).parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _warn(progress: Progress, message: str) -> None:
+    warn = getattr(progress, "warn", None)
+    (warn or progress.note)(message)
