@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 
 from .errors import StablekitError
@@ -15,19 +13,9 @@ _SD1_FAMILIES = ("sd15", "sd21")
 
 def quiet_libraries() -> None:
     """Silence the libraries' own progress bars and notices; stablekit reports progress itself."""
-    import transformers
+    from .quiet import import_quietly
 
-    transformers.utils.logging.set_verbosity_error()  # before diffusers' import, which logs torchvision notices
-    import diffusers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("accelerate").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"torchsde\..*")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(diffusers|transformers)\..*")
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(diffusers|transformers|numpy)\..*")
+    import_quietly("transformers", "diffusers")
 
 
 def _dtype_keyword() -> str:

@@ -31,6 +31,15 @@ def silence_loaded() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def import_quietly(*names: str) -> None:
+    """Import the named libraries with their notices off (transformers first: diffusers' import logs through it)."""
+    import importlib
+
+    for name in names:
+        importlib.import_module(name)
+        silence_loaded()
+
+
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
     """Run a job with the libraries' warnings and notices off; progress and errors are stablekit's own."""

@@ -19,11 +19,13 @@ from .outputs import OutputOptions, finish_before_interrupt, target_path
 
 @dataclass
 class Written:
-    """What a writer put on disk: the main file (or folder), files that belong to it, and facts to report."""
+    """What a writer put on disk: the main file (or folder), files that belong to it, facts to report, and
+    parameters only known once written (the sidecar records them with the job's)."""
 
     path: Path
     extra: list[Path] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,7 +80,8 @@ class Sink:
         with finish_before_interrupt():
             written = out.write(path, self.overwrite)
             written = written if isinstance(written, Written) else Written(written)
-            parameters = {**out.parameters, "command": job.command, "stablekit_version": __version__}
+            parameters = {**out.parameters, **written.parameters, "command": job.command,
+                          "stablekit_version": __version__}
             try:
                 sidecar = write_sidecar(written.path, record(
                     spec=job.spec, model_path=str(out.folder) if out.folder else None, parameters=parameters,

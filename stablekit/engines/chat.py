@@ -103,7 +103,15 @@ def write_history(path: Path, history: History) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
 
 
-def chat(plan: Plan, request: TextRequest, turns: Iterable[str], progress: Progress = Progress(), *,
+def chat(plan: Plan, *args, **kwargs) -> History:
+    """A conversation (see _chat), with the libraries' notices off like any other run."""
+    from ..quiet import quiet_libraries
+
+    with quiet_libraries():
+        return _chat(plan, *args, **kwargs)
+
+
+def _chat(plan: Plan, request: TextRequest, turns: Iterable[str], progress: Progress = Progress(), *,
          history: History | None = None, history_path: Path | None = None,
          on_text: Callable[[str], None] | None = None,
          on_answer: Callable[[Completion, int], None] = lambda completion, turn: None,

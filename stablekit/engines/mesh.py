@@ -253,8 +253,8 @@ class MeshSession:
             files = written_files(mesh, written)
             if len(files) == 1:
                 return Written(written)
-            params["companions"] = [f.name for f in files[1:]]  # the sink reads the parameters after writing
-            return Written(written, extra=files[1:], info={"files": [str(f) for f in files[1:]]})
+            return Written(written, extra=files[1:], info={"files": [str(f) for f in files[1:]]},
+                           parameters={"companions": [f.name for f in files[1:]]})
 
         result = sink.emit(plan.job, Output("mesh", extension, write, params, plan, self.folder, seed=seed, name=name,
                                             info=info))

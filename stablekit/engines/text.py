@@ -137,16 +137,9 @@ class Completion:
 
 def _quiet_transformers() -> None:
     """transformers' own notices and progress bars stay out of a CLI's stderr (diffusers is not imported)."""
-    import logging
-    import warnings
+    from ..quiet import import_quietly
 
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("accelerate").setLevel(logging.ERROR)
-    for category in (FutureWarning, DeprecationWarning, UserWarning):
-        warnings.filterwarnings("ignore", category=category, module=r"(transformers|accelerate)\..*")
+    import_quietly("transformers")
 
 
 def _load_error(spec: ModelSpec, folder: Path, err: Exception) -> StablekitError:

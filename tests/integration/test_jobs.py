@@ -13,7 +13,7 @@ from conftest import run_cli
 
 def _input_image(folder: Path, mode: str) -> str:
     path = folder / f"input-{mode}.png"
-    image = Image.new(mode, (48, 40), (200, 120, 40, 255) if mode == "RGBA" else (200, 120, 40))
+    image = Image.new(mode, (48, 40), (0, 0, 0, 0) if mode == "RGBA" else (200, 120, 40))  # RGBA: see-through
     image.paste((30, 60, 220) + ((255,) if mode == "RGBA" else ()), (12, 8, 36, 32))
     image.save(path)
     return str(path)
