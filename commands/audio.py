@@ -12,6 +12,7 @@ from .options import (
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
+    FormatOpt,
     JsonOpt,
     LockedOpt,
     ModelOpt,
@@ -22,11 +23,12 @@ from .options import (
     OverwriteOpt,
     PresetOpt,
     QuietOpt,
-    SeedOpt,
     VramOpt,
     default,
     device_flags,
+    seed_option,
     submit,
+    with_format,
 )
 
 EPILOG = """Examples:
@@ -67,7 +69,7 @@ def audio(
         "--guidance", help="Classifier-free guidance scale.  \\[default: the model's]")] = None,
     count: Annotated[int | None, typer.Option("--count", "-n",
         help="How many waveforms.  " + default("audio", "num_waveforms_per_prompt"))] = None,
-    seed: SeedOpt = None,
+    seed: seed_option("Random seed; waveform i uses seed+i.") = None,
     model: ModelOpt = None,
     preset: PresetOpt = None,
     device: DeviceOpt = None,
@@ -83,6 +85,7 @@ def audio(
     normalize: Annotated[bool, typer.Option(
         "--normalize/--no-normalize", rich_help_panel=OUTPUT_PANEL,
         help="Lower a clip that peaks beyond full scale to full scale, or clip the samples beyond it.")] = True,
+    fmt: FormatOpt = None,
     no_metadata: Annotated[bool, typer.Option(
         "--no-metadata", rich_help_panel=OUTPUT_PANEL,
         help="Write no tags (title, software, parameters) into the file; the sidecar stays.")] = False,
@@ -99,7 +102,8 @@ def audio(
     values = {"prompt": prompt, "negative_prompt": negative, "num_inference_steps": steps,
               "guidance_scale": guidance, "num_waveforms_per_prompt": count, "seed": seed,
               "bit_depth": bit_depth.value if bit_depth else None, "normalize": None if normalize else False,
-              "metadata": False if no_metadata else None, "model": model, "output": output,
+              "metadata": False if no_metadata else None, "model": model,
+              "output": with_format(output, fmt, ("wav", "flac", "ogg")),
               **device_flags(device, dtype, offload, vram)}
     job = job_from("audio", values, preset=preset)
     job = job.with_request(**vars(with_length(job.request, seconds=seconds, start=start)))

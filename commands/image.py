@@ -10,6 +10,7 @@ from .options import (
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
+    FormatOpt,
     JsonOpt,
     LockedOpt,
     ModelOpt,
@@ -20,11 +21,12 @@ from .options import (
     OverwriteOpt,
     PresetOpt,
     QuietOpt,
-    SeedOpt,
     VramOpt,
     default,
     device_flags,
+    seed_option,
     submit,
+    with_format,
 )
 
 INPUT_PANEL = "Input images, LoRA, refiner"
@@ -80,7 +82,7 @@ def image(
     prompts_file: Annotated[str | None, typer.Option(
         "--prompts-file", help="One prompt per line ('-' for stdin); the model is loaded once.")] = None,
     init_image: Annotated[str | None, typer.Option(
-        "--image", rich_help_panel=INPUT_PANEL,
+        "--image", "-i", rich_help_panel=INPUT_PANEL,
         help="Start from this image (img2img), or paint into it (--mask).")] = None,
     mask: Annotated[str | None, typer.Option(
         "--mask", rich_help_panel=INPUT_PANEL, help="Inpainting mask, the image's size: white is repainted.")] = None,
@@ -103,7 +105,7 @@ def image(
     config: Annotated[str | None, typer.Option(
         "--config", rich_help_panel=INPUT_PANEL,
         help="Model whose configs a single-file checkpoint loads with.  \\[default: the family's]")] = None,
-    seed: SeedOpt = None,
+    seed: seed_option("Random seed; image i of the run uses seed+i.") = None,
     model: ModelOpt = None,
     preset: PresetOpt = None,
     device: DeviceOpt = None,
@@ -113,6 +115,7 @@ def image(
     output: OutputOpt = None,
     output_dir: OutputDirOpt = ".",
     overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = None,
     no_metadata: Annotated[bool, typer.Option(
         "--no-metadata", rich_help_panel="Output",
         help="Embed no parameters in the image (the sidecar stays).")] = False,
@@ -139,7 +142,8 @@ def image(
               "batch_size": batch_size, "seed": seed, "scheduler": scheduler, "image": init_image, "mask": mask,
               "strength": strength, "loras": lora or None, "refiner": refiner or None,
               "refiner_model": refiner_model, "denoising_split": refiner_split,
-              "metadata": False if no_metadata else None, "model": model, "output": output,
+              "metadata": False if no_metadata else None, "model": model,
+              "output": with_format(output, fmt, ("png", "jpg", "jpeg", "webp")),
               **device_flags(device, dtype, offload, vram)}
     first = with_seed(job_from("image", values, preset=preset, family=family, config=config), ctx.obj.note)
     # A prompts file is one job per prompt; output n of the run uses seed + n, as in one job.

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .options import (
+    OUTPUT_PANEL,
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
@@ -21,10 +22,12 @@ from .options import (
     OverwriteOpt,
     PresetOpt,
     QuietOpt,
-    SeedOpt,
     VramOpt,
     complete_model,
+    count_option,
     device_flags,
+    expand_count,
+    seed_option,
     submit,
     value,
 )
@@ -111,7 +114,8 @@ def mesh(
     turntable_size: Annotated[int | None, typer.Option(
         "--turntable-size", rich_help_panel=TURNTABLE_PANEL,
         help="Width and height of the video.  \\[default: 256]")] = None,
-    seed: SeedOpt = None,
+    count: count_option("meshes from a prompt (mesh i draws its image with seed+i)") = None,
+    seed: seed_option("Text to 3D: the drawn image's seed (TripoSR itself draws nothing).") = None,
     model: ModelOpt = None,
     preset: PresetOpt = None,
     device: DeviceOpt = None,
@@ -121,6 +125,9 @@ def mesh(
     output: OutputOpt = None,
     output_dir: OutputDirOpt = ".",
     overwrite: OverwriteOpt = False,
+    no_metadata: Annotated[bool, typer.Option(
+        "--no-metadata", rich_help_panel=OUTPUT_PANEL, metavar="",
+        help="Embed no parameters in the mesh, texture or turntable (the sidecar stays).")] = False,
     json_output: JsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
@@ -128,13 +135,20 @@ def mesh(
     locked: LockedOpt = False,
 ) -> None:
     """Make a 3D mesh (GLB, OBJ, PLY or STL) from an image or a text prompt; optionally textured, with a preview."""
+    from stablekit.errors import UsageError
     from stablekit.jobs import job_from
+
+    if count and count > 1 and image:
+        raise UsageError("--count with --image: the same image always gives the same mesh",
+                         hint="give a prompt for several meshes, or several images through `stablekit batch`")
 
     values = {"prompt": prompt or "", "image": image, "image_model": image_model, "keep_image": keep_image or None,
               "remove_background": remove_bg, "foreground_ratio": foreground_ratio, "mc_resolution": resolution,
               "mc_threshold": threshold, "chunk_size": chunk_size, "output_format": value(output_format),
               "up": value(up), "face_count": faces, "texture_size": texture, "turntable": turntable,
               "turntable_views": turntable_views, "turntable_size": turntable_size, "seed": seed, "model": model,
+              "metadata": False if no_metadata else None,
               "output": output, **device_flags(device, dtype, offload, vram)}
-    submit(ctx, [job_from("mesh", values, preset=preset)], output_dir=output_dir, overwrite=overwrite,
+    jobs = expand_count(job_from("mesh", values, preset=preset), count, ctx.obj.note)
+    submit(ctx, jobs, output_dir=output_dir, overwrite=overwrite,
            json_output=json_output, dry_run=dry_run, quiet=quiet, no_server=no_server, locked=locked)

@@ -50,8 +50,18 @@ ModelOpt = Annotated[str | None, typer.Option(
     help="Model id or alias (see `stablekit models list`), a hub repo id ORG/NAME, or a local folder.")]
 PresetOpt = Annotated[str | None, typer.Option(
     "--preset", "-p", autocompletion=complete_preset, help="Preset name or .toml path (see `stablekit presets list`).")]
-SeedOpt = Annotated[int | None, typer.Option(
-    "--seed", "-s", min=0, max=2**32 - 1, help="Random seed; output i uses seed+i. Drawn and recorded when omitted.")]
+def seed_option(meaning: str):
+    """--seed, with what it means for the command saying it."""
+    return Annotated[int | None, typer.Option(
+        "--seed", "-s", min=0, max=2**32 - 1, help=f"{meaning} Drawn and recorded when omitted.")]
+
+
+def count_option(what: str):
+    """-n/--count: how many outputs, the same flag in every command that makes several."""
+    return Annotated[int | None, typer.Option("--count", "-n", min=1, help=f"How many {what}.  \\[default: 1]")]
+
+
+SeedOpt = seed_option("Random seed; output i uses seed+i.")
 DeviceOpt = Annotated[str | None, typer.Option(
     "--device", rich_help_panel=DEVICE_PANEL, help="auto, cuda, cuda:N, mps or cpu.  \\[default: auto]")]
 DtypeOpt = Annotated[Dtype | None, typer.Option(
@@ -146,3 +156,41 @@ def default(command: str, field: str) -> str:
 
     value = next(f.default for f in dataclasses.fields(REQUESTS[command]) if f.name == field)
     return f"\\[default: {value}]"
+
+
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", "-f", rich_help_panel=OUTPUT_PANEL, metavar="FORMAT",
+    help="File format when --output has no extension (or no --output); see the list below.")]
+
+
+def with_format(output: str | None, fmt: str | None, choices: tuple[str, ...], extension: str | None = None) -> \
+        str | None:
+    """--format applied to --output: the extension it names is added where the name has none; a name whose
+    extension says otherwise is refused. `extension` maps a format to its suffix ("frames" -> "")."""
+    from pathlib import Path
+
+    from stablekit.errors import UsageError
+
+    if fmt is None:
+        return output
+    fmt = fmt.lower().lstrip(".")
+    if fmt not in choices:
+        raise UsageError(f"--format {fmt}: not one of {', '.join(choices)}")
+    suffix = extension if extension is not None else f".{fmt}"
+    if output is None or output.endswith(("/", "\\")):
+        return (output or "") + "{prompt}-{seed}" + suffix
+    if Path(output).suffix:
+        if Path(output).suffix.lower() != suffix and not (fmt == "jpg" and Path(output).suffix.lower() == ".jpeg"):
+            raise UsageError(f"--output {output} and --format {fmt} disagree", hint="give one of them")
+        return output
+    return output + suffix
+
+
+def expand_count(job, count: int | None, note) -> list:
+    """-n N as N jobs, job i with seed + i (each made, named and reproducible on its own)."""
+    from stablekit.jobs import with_seed
+
+    if not count or count == 1:
+        return [job]
+    first = with_seed(job, note)
+    return [first.with_request(seed=(first.seed + i) % 2**32) for i in range(count)]

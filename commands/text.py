@@ -18,10 +18,10 @@ from .options import (
     OffloadOpt,
     PresetOpt,
     QuietOpt,
-    SeedOpt,
     VramOpt,
     default,
     device_flags,
+    seed_option,
 )
 
 TEXT_EPILOG = """Examples:
@@ -96,7 +96,7 @@ def text(
     top_k: TopKOpt = None,
     repetition_penalty: RepetitionOpt = None,
     stop: StopOpt = None,
-    seed: SeedOpt = None,
+    seed: seed_option("Sampling seed (nothing is drawn at --temperature 0).") = None,
     history: HistoryOpt = None,
     model: ModelOpt = None,
     preset: PresetOpt = None,
@@ -225,7 +225,9 @@ def _chat(ctx, prompt, flags, model, preset, history, trust_remote_code, json_ou
 
     def answered(completion, turn: int) -> None:
         if json_output:
-            console.result({"model": job.spec.id, "turn": turn, **completion.to_dict()})
+            console.result({"path": None, "sidecar": None, "kind": "text", "model": job.spec.id,
+                            "seed": completion.seed, "index": turn, "turn": turn, "prompt": None,
+                            **completion.to_dict()})
         else:
             _write("\n")
             console.note(completion.summary())

@@ -12,6 +12,7 @@ from .options import (
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
+    FormatOpt,
     JsonOpt,
     LockedOpt,
     ModelOpt,
@@ -22,12 +23,15 @@ from .options import (
     OverwriteOpt,
     PresetOpt,
     QuietOpt,
-    SeedOpt,
     VramOpt,
     complete_model,
+    count_option,
     default,
     device_flags,
+    expand_count,
+    seed_option,
     submit,
+    with_format,
 )
 
 MOTION_PANEL = "Motion"
@@ -89,7 +93,8 @@ def video(
     decode_chunk: Annotated[int | None, typer.Option(
         "--decode-chunk", rich_help_panel=DEVICE_PANEL,
         help="Frames decoded at a time (fewer: less memory).  \\[default: the device plan's]")] = None,
-    seed: SeedOpt = None,
+    count: count_option("videos (video i uses seed+i, its own first frame from a prompt)") = None,
+    seed: seed_option("The video's noise (and a prompt's first frame's).") = None,
     model: ModelOpt = None,
     preset: PresetOpt = None,
     device: DeviceOpt = None,
@@ -99,6 +104,7 @@ def video(
     output: OutputOpt = None,
     output_dir: OutputDirOpt = ".",
     overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = None,
     no_metadata: Annotated[bool, typer.Option(
         "--no-metadata", rich_help_panel=OUTPUT_PANEL,
         help="Embed no parameters in the video (the sidecar stays).")] = False,
@@ -115,7 +121,9 @@ def video(
               "num_frames": frames, "fps": fps, "width": width, "height": height, "num_inference_steps": steps,
               "motion_bucket_id": motion, "noise_aug_strength": noise_aug, "min_guidance_scale": min_guidance,
               "max_guidance_scale": max_guidance, "decode_chunk_size": decode_chunk, "seed": seed,
-              "metadata": False if no_metadata else None, "model": model, "output": output,
+              "metadata": False if no_metadata else None, "model": model,
+              "output": with_format(output, fmt, ("mp4", "gif", "webp", "frames"), "" if fmt == "frames" else None),
               **device_flags(device, dtype, offload, vram)}
-    submit(ctx, [job_from("video", values, preset=preset)], output_dir=output_dir, overwrite=overwrite,
+    jobs = expand_count(job_from("video", values, preset=preset), count, ctx.obj.note)
+    submit(ctx, jobs, output_dir=output_dir, overwrite=overwrite,
            json_output=json_output, dry_run=dry_run, quiet=quiet, no_server=no_server, locked=locked)

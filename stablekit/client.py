@@ -290,6 +290,8 @@ class _Follow:
             try:
                 message = self.channel.receive(timeout)
             except TimeoutError:
+                if not self.started:  # closing the connection takes the job back: run it here
+                    raise _Refused(f"it did not answer for {timeout:.0f} s") from None
                 raise ServerLost(f"{who} stopped answering (nothing for {timeout:.0f} s) during the job",
                                  hint=f"see its log: {log_path()}; `stablekit stop`, or kill it") from None
             if message is None and not self.started:  # it wrote nothing for us: run the job here

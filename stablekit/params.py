@@ -107,6 +107,7 @@ class MeshRequest:
     turntable: str | None = None  # --turntable: also write a video of the mesh turning (.mp4 .gif .webp)
     turntable_views: int = 30
     turntable_size: int = 256
+    metadata: bool = True  # the parameters in the GLB's extras / the texture's PNG text / the turntable's comment
     seed: int | None = None  # text-to-3D: the image's seed (TripoSR itself draws nothing)
     device: str | None = None
     dtype: str | None = None

@@ -141,8 +141,8 @@ class TextStreamSink(Sink):
     def emit(self, job, out: Output) -> dict:
         completion = out.value
         self.completions.append(completion)
-        item = {"model": job.spec.id, "kind": "text", "seed": out.seed, "prompt": job.request.prompt,
-                **completion.to_dict()}
+        item = {"path": None, "sidecar": None, "kind": "text", "model": job.spec.id, "seed": out.seed,
+                "index": len(self.results), "prompt": job.request.prompt, **completion.to_dict()}
         if self.as_json:
             self.on_result(item)
         else:

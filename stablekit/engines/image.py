@@ -221,9 +221,9 @@ class ImageSession:
             call["strength"] = strength_of(request)
             steps = int(steps * call["strength"])
         final: dict[str, Any] = {}
-        with self.progress.task(label, total=steps) as advance, torch.inference_mode():
+        with self.progress.task(label, total=steps, then="Decoding") as advance, torch.inference_mode():
             def on_step(pipe, _step, _timestep, tensors):
-                advance()
+                advance(total=getattr(pipe, "num_timesteps", None) or steps)  # PNDM warms up with one more
                 final["pipe"], final["latents"] = pipe, tensors.get("latents")
                 return tensors
 

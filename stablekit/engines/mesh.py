@@ -249,7 +249,8 @@ class MeshSession:
         info = {"vertices": details["vertices"], "faces": details["faces"]}
 
         def write(path: Path, overwrite: bool) -> Written:
-            written = write_mesh(orient(mesh, request.up), path, embedded, overwrite=overwrite)
+            written = write_mesh(orient(mesh, request.up), path, embedded if request.metadata else None,
+                                 overwrite=overwrite)
             files = written_files(mesh, written)
             if len(files) == 1:
                 return Written(written)
@@ -263,7 +264,8 @@ class MeshSession:
         comment = json.dumps(embedded, default=str, sort_keys=True)
 
         def write_video(path: Path, overwrite: bool) -> Written:
-            video = video_writer.write_video(frames, turntable.FPS, path, comment=comment, overwrite=overwrite)
+            video = video_writer.write_video(frames, turntable.FPS, path, comment=comment if request.metadata else None,
+                                             overwrite=overwrite)
             return Written(video.path, info={"width": video.width, "height": video.height})
 
         movie = {**params, "mesh_output": Path(result["path"]).name, "fps": turntable.FPS}

@@ -192,7 +192,7 @@ def test_progress_advances_once_per_denoising_step(tmp_path):
             self.tasks: list[tuple[str, int, int]] = []
 
         @contextmanager
-        def task(self, description, total):
+        def task(self, description, total, then=None):
             steps = []
             yield lambda: steps.append(1)
             self.tasks.append((description, total, len(steps)))

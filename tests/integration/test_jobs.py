@@ -52,6 +52,8 @@ def test_a_job_round_trips_through_json_to_the_same_bytes(command, tmp_path):
     by_flags = run_cli(*args, "--json", *([] if command == "text" else ["-d", str(tmp_path / "by-flags")]))
     assert by_flags.returncode == 0, by_flags.stderr
     records = [json.loads(line) for line in by_flags.stdout.splitlines()]
+    for record in records:  # every command's --json record has the same core keys
+        assert {"path", "sidecar", "kind", "model", "seed", "index", "prompt"} <= set(record), record
     if command == "text":
         written = Path(from_json[0]["path"]).read_text(encoding="utf-8")
         assert written == records[0]["text"] and written

@@ -82,7 +82,7 @@ def test_readme_first_commands_are_the_main_job():
     assert readme_block("The tiny random-weight") == ['stablekit image "a lighthouse at dusk" --model tiny-sd']
 
 
-@pytest.mark.parametrize("script", ["generate_completions.py", "generate_model_table.py"])
+@pytest.mark.parametrize("script", ["generate_completions.py", "generate_model_table.py", "generate_flag_table.py"])
 def test_generated_files_are_fresh(script):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--check"], capture_output=True,
                             text=True)
