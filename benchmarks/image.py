@@ -3,7 +3,9 @@
     python benchmarks/image.py [--runs 3] [--models tiny,sd-turbo-arch] [--baseline FILE] [--save FILE]
 
 Both sides load the same model folder from disk, render the same prompt at the same size, steps and seed on
-the CPU in float32, and save a PNG. `tiny` is stablekit's tiny-sd; `sd-turbo-arch` is the full-size SD-Turbo
+the CPU in float32, and save a PNG; a third column runs diffusers' own `diffusers-cli run` (diffusers >= 0.42)
+on the same folder and settings when it is installed ("-" otherwise). `tiny` is stablekit's tiny-sd;
+`sd-turbo-arch` is the full-size SD-Turbo
 architecture (UNet 866M, VAE 84M, OpenCLIP-H text encoder 340M parameters) with random weights at 512x512,
 1 step, built once into --work-dir (5.2 GB). Prints the median wall time of each side and stablekit's
 overhead; exit 1 when the overhead exceeds --limit (5 % by default).
@@ -83,15 +85,24 @@ def compare(name: str, folder: Path, size: int, steps: int, runs: int, env: dict
     ours = [sys.executable, "-m", "stablekit", "image", prompt, "--model", str(folder), "--width", str(size),
             "--height", str(size), "--steps", str(steps), "--guidance", "0", "--seed", seed, "--device", "cpu",
             "-q", "--overwrite", "-o", str(out / "stablekit.png")]
-    timed(plain, env), timed(ours, env)  # warm the file cache
-    samples: dict[str, list[float]] = {"diffusers": [], "stablekit": []}
-    for run in range(runs):  # alternate, so a busy moment on the machine hits both sides alike
-        for side, argv in (("diffusers", plain), ("stablekit", ours))[:: 1 if run % 2 == 0 else -1]:
+    sides = [("diffusers", plain), ("stablekit", ours)]
+    cli = shutil.which("diffusers-cli")
+    if cli:
+        kwargs = {"prompt": prompt, "width": size, "height": size, "num_inference_steps": steps, "guidance_scale": 0.0}
+        sides.append(("diffusers-cli", [cli, "run", "--model", str(folder), "--device-map", "cpu", "--dtype",
+                                        "float32", "--seed", seed, "--pipeline-kwargs", json.dumps(kwargs),
+                                        "-o", str(out / "diffusers-cli.png")]))
+    for _, argv in sides:
+        timed(argv, env)  # warm the file cache
+    samples: dict[str, list[float]] = {side: [] for side, _ in sides}
+    for run in range(runs):  # alternate, so a busy moment on the machine hits every side alike
+        for side, argv in sides[:: 1 if run % 2 == 0 else -1]:
             samples[side].append(timed(argv, env))
     medians = {side: statistics.median(values) for side, values in samples.items()}
     medians["overhead"] = medians["stablekit"] / medians["diffusers"] - 1
+    cli_column = f"{medians['diffusers-cli']:>14.2f}" if "diffusers-cli" in medians else f"{'-':>14}"
     print(f"{name:<16}{size:>5}{steps:>6}{medians['diffusers']:>12.2f}{medians['stablekit']:>12.2f}"
-          f"{medians['overhead'] * 100:>+10.1f}%", flush=True)
+          f"{medians['overhead'] * 100:>+10.1f}%{cli_column}", flush=True)
     return medians
 
 
@@ -113,7 +124,8 @@ def main() -> int:
 
     tiny_sd = hub.ensure_local(load_registry().get("tiny-sd"))
     cases = {"tiny": (tiny_sd, 64, 2), "sd-turbo-arch": (None, 512, 1)}
-    print(f"{'model':<16}{'size':>5}{'steps':>6}{'diffusers s':>12}{'stablekit s':>12}{'overhead':>11}")
+    print(f"{'model':<16}{'size':>5}{'steps':>6}{'diffusers s':>12}{'stablekit s':>12}{'overhead':>11}"
+          f"{'diffusers-cli s':>16}")
     results = {}
     for name in args.models.split(","):
         folder, size, steps = cases[name]

@@ -9,6 +9,7 @@ import typer
 
 from .options import (
     OUTPUT_PANEL,
+    ComputeCapabilityOpt,
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
@@ -76,6 +77,7 @@ def audio(
     dtype: DtypeOpt = None,
     offload: OffloadOpt = None,
     vram: VramOpt = None,
+    compute_capability: ComputeCapabilityOpt = None,
     output: OutputOpt = None,
     output_dir: OutputDirOpt = ".",
     overwrite: OverwriteOpt = False,
@@ -108,4 +110,5 @@ def audio(
     job = job_from("audio", values, preset=preset)
     job = job.with_request(**vars(with_length(job.request, seconds=seconds, start=start)))
     submit(ctx, [job], output_dir=output_dir, overwrite=overwrite, json_output=json_output, dry_run=dry_run,
+           compute_capability=compute_capability,
            quiet=quiet, no_server=no_server, locked=locked)

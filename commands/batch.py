@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -29,6 +30,9 @@ EPILOG = """Examples:
 
   stablekit batch jobs.jsonl -d renders --dry-run     (what would run, the plans)
 
+  stablekit batch jobs.jsonl -d renders --engine ray --workers 2
+                                   (Ray workers; outputs written here)
+
 A line of jobs.jsonl (keys: the job fields, as in presets and sidecars):
 
   {"command": "image", "prompt": "a fox", "model": "sdxl-turbo", "id": "fox"}
@@ -39,6 +43,11 @@ whose outputs are there with the same parameters.
 Exit codes: 0 all done or skipped, 1 some failed (the rest ran), 2 bad file
 or usage, 130 Ctrl-C, 143 SIGTERM.
 """
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
 
 
 def batch(
@@ -64,6 +73,20 @@ def batch(
         "--json", help="One JSON record per job on stdout (the manifest's).")] = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
+    engine: Annotated[Engine, typer.Option(
+        "--engine", rich_help_panel="Scale out", help="local: this process; ray: Ray workers (pip install "
+        "'stablekit[ray]'), outputs still written here.")] = Engine.local,
+    address: Annotated[str | None, typer.Option(
+        "--address", rich_help_panel="Scale out", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT.  "
+        "\\[default: a private local instance on 127.0.0.1]")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, rich_help_panel="Scale out",
+        help="Ray workers.  \\[default: one per GPU; on CPUs only, one per --cpus-per-worker]")] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option(
+        "--gpus-per-worker", min=0, rich_help_panel="Scale out",
+        help="GPUs each Ray worker holds (0.5 packs two per GPU).  \\[default: 1 where there are GPUs]")] = None,
+    cpus_per_worker: Annotated[float, typer.Option(
+        "--cpus-per-worker", min=0.01, rich_help_panel="Scale out", help="CPUs each Ray worker holds.")] = 1.0,
 ) -> None:
     """Render a JSON Lines file of jobs (any command per line): models loaded once, failures recorded, resumable."""
     import sys
@@ -76,6 +99,7 @@ def batch(
 
     console = ctx.obj
     console.quiet = console.quiet or quiet
+    driver = ray_driver(engine, address, workers, gpus_per_worker, cpus_per_worker)
     sets = parse_sets(set_ or [])
     sets.update({key: str(value) for key, value in device_flags(device, dtype, offload, vram).items()
                  if value is not None})
@@ -94,7 +118,7 @@ def batch(
 
     try:
         outcome = batches.run_batch(entries, output_dir=output_dir, manifest=record_file, progress=progress,
-                                    overwrite=overwrite, fail_fast=fail_fast, on_record=show)
+                                    overwrite=overwrite, fail_fast=fail_fast, on_record=show, **driver)
     except batches.Interrupted as stop:
         console.error(f"interrupted: {counts(stop.outcome)}", hint=f"run the same command again to continue "
                       f"(the manifest is {record_file.path})")
@@ -102,6 +126,23 @@ def batch(
     console.info(f"batch: {counts(outcome)}; manifest: {record_file.path}")
     if outcome.failed:
         raise batches.failure(outcome)
+
+
+def ray_driver(engine: Engine, address, workers, gpus_per_worker, cpus_per_worker) -> dict:
+    """run_batch's `driver` for --engine ray (checked, and Ray found, before anything runs); {} for local."""
+    if engine is not Engine.ray:
+        given = [flag for flag, value in (("--address", address), ("--workers", workers),
+                                          ("--gpus-per-worker", gpus_per_worker)) if value is not None]
+        if given:
+            from stablekit.errors import UsageError
+
+            raise UsageError(f"{given[0]} is for --engine ray", hint=f"add --engine ray, or drop {given[0]}")
+        return {}
+    from stablekit.distributed import RayOptions
+    from stablekit.ray_cluster import import_ray
+
+    import_ray()
+    return {"driver": RayOptions(address, workers, gpus_per_worker, cpus_per_worker).check().driver()}
 
 
 def counts(outcome) -> str:

@@ -39,7 +39,11 @@ def doctor(
     if json_output:
         console.result(report)
         return
-    hw = hardware
+    _print_report(console, report, hardware)
+
+
+def _print_report(console, report: dict, hw) -> None:
+    """The report as aligned lines (scripts use --json)."""
     console.result(f"hardware    {hw.accelerator}: {hw.name}")
     if hw.accelerator != "cpu":
         cc = f", compute capability {'.'.join(map(str, hw.compute_capability))}" if hw.compute_capability else ""
@@ -54,7 +58,7 @@ def doctor(
     ffmpeg, rembg = report["tools"]["ffmpeg"], report["tools"]["rembg"]
     console.result(f"ffmpeg      {ffmpeg['detail']}")
     console.result(f"rembg       {rembg['detail']}")
-    if model:
+    if "plan" in report:
         console.result("")
         console.show_plan(report["plan"], False)
 

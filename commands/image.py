@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from .options import (
+    ComputeCapabilityOpt,
+    DecoderOpt,
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
@@ -26,6 +28,7 @@ from .options import (
     device_flags,
     seed_option,
     submit,
+    value,
     with_format,
 )
 
@@ -112,6 +115,14 @@ def image(
     dtype: DtypeOpt = None,
     offload: OffloadOpt = None,
     vram: VramOpt = None,
+    compute_capability: ComputeCapabilityOpt = None,
+    decoder: DecoderOpt = None,
+    compile_: Annotated[bool, typer.Option(
+        "--compile", rich_help_panel="Device",
+        help="torch.compile the denoiser: faster steps after a one-time compile (a minute or more; cached).")] = False,
+    fast: Annotated[bool, typer.Option(
+        "--fast", rich_help_panel="Device",
+        help="CUDA only: compile, channels_last and fused QKV projections (slower first image).")] = False,
     output: OutputOpt = None,
     output_dir: OutputDirOpt = ".",
     overwrite: OverwriteOpt = False,
@@ -142,13 +153,19 @@ def image(
               "batch_size": batch_size, "seed": seed, "scheduler": scheduler, "image": init_image, "mask": mask,
               "strength": strength, "loras": lora or None, "refiner": refiner or None,
               "refiner_model": refiner_model, "denoising_split": refiner_split,
-              "metadata": False if no_metadata else None, "model": model,
+              "metadata": False if no_metadata else None, "model": model, "decoder": value(decoder),
+              "compile": compile_ or None, "fast": fast or None,
               "output": with_format(output, fmt, ("png", "jpg", "jpeg", "webp")),
               **device_flags(device, dtype, offload, vram)}
     first = with_seed(job_from("image", values, preset=preset, family=family, config=config), ctx.obj.note)
+    if not first.request.refiner and (refiner_model is not None or refiner_split is not None):
+        unused = " and ".join(f for f, v in (("--refiner-model", refiner_model), ("--refiner-split", refiner_split))
+                              if v is not None)
+        raise UsageError(f"{unused} without --refiner would do nothing", hint=f"add --refiner, or drop {unused}")
     # A prompts file is one job per prompt; output n of the run uses seed + n, as in one job.
     per_prompt = first.request.num_images
     jobs = [first.with_request(prompt=text, seed=(first.seed + k * per_prompt) % 2**32)
             for k, text in enumerate(prompts)]
     submit(ctx, jobs, output_dir=output_dir, overwrite=overwrite, json_output=json_output, dry_run=dry_run,
+           compute_capability=compute_capability,
            quiet=quiet, no_server=no_server, locked=locked, as_batch=prompts_file is not None)

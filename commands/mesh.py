@@ -9,6 +9,7 @@ import typer
 
 from .options import (
     OUTPUT_PANEL,
+    ComputeCapabilityOpt,
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
@@ -122,6 +123,7 @@ def mesh(
     dtype: DtypeOpt = None,
     offload: OffloadOpt = None,
     vram: VramOpt = None,
+    compute_capability: ComputeCapabilityOpt = None,
     output: OutputOpt = None,
     output_dir: OutputDirOpt = ".",
     overwrite: OverwriteOpt = False,
@@ -151,4 +153,5 @@ def mesh(
               "output": output, **device_flags(device, dtype, offload, vram)}
     jobs = expand_count(job_from("mesh", values, preset=preset), count, ctx.obj.note)
     submit(ctx, jobs, output_dir=output_dir, overwrite=overwrite,
-           json_output=json_output, dry_run=dry_run, quiet=quiet, no_server=no_server, locked=locked)
+           json_output=json_output, dry_run=dry_run, quiet=quiet,
+           compute_capability=compute_capability, no_server=no_server, locked=locked)

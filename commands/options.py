@@ -35,6 +35,11 @@ class Dtype(str, Enum):
     bfloat16 = "bfloat16"
 
 
+class Decoder(str, Enum):
+    full = "full"
+    tiny = "tiny"
+
+
 class Offload(str, Enum):
     none = "none"
     model = "model"
@@ -65,11 +70,20 @@ SeedOpt = seed_option("Random seed; output i uses seed+i.")
 DeviceOpt = Annotated[str | None, typer.Option(
     "--device", rich_help_panel=DEVICE_PANEL, help="auto, cuda, cuda:N, mps or cpu.  \\[default: auto]")]
 DtypeOpt = Annotated[Dtype | None, typer.Option(
-    "--dtype", rich_help_panel=DEVICE_PANEL, help="Compute precision.  \\[default: bf16/fp16 on GPUs, fp32 on CPU]")]
+    "--dtype", rich_help_panel=DEVICE_PANEL,
+    help="Compute precision.  \\[default: bf16/fp16 on GPUs; fp32 on CPU, bf16 on CPUs with AVX512_BF16/AMX]")]
 OffloadOpt = Annotated[Offload | None, typer.Option(
     "--offload", rich_help_panel=DEVICE_PANEL, help="CPU offload strategy.  \\[default: the least that fits]")]
+DecoderOpt = Annotated[Decoder | None, typer.Option(
+    "--decoder", rich_help_panel=DEVICE_PANEL,
+    help="full: the model's VAE; tiny: its TAESD (several times faster on a CPU, approximate fine detail; "
+         "SD 1.x/2.x, SDXL, SD3).  \\[default: full]")]
 VramOpt = Annotated[float | None, typer.Option(
     "--vram", metavar="GB", rich_help_panel=DEVICE_PANEL, help="Plan as if this many GiB of device memory were free.")]
+ComputeCapabilityOpt = Annotated[str | None, typer.Option(
+    "--compute-capability", metavar="X.Y", rich_help_panel=DEVICE_PANEL,
+    help="With --dry-run --device cuda --vram GB: plan for a GPU of this compute capability, present or not "
+         "(bf16 from 8.0).  \\[default: 8.0]")]
 DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", rich_help_panel=DEVICE_PANEL, help="Print the device plan and exit: nothing is downloaded or loaded.")]
 OutputOpt = Annotated[str | None, typer.Option(
@@ -109,9 +123,24 @@ def device_flags(device: str | None, dtype: Dtype | None, offload: Offload | Non
             "offload": value(offload), "vram": vram}
 
 
+def capability(text: str | None, dry_run: bool) -> tuple[int, int] | None:
+    """--compute-capability X.Y as a pair; it describes a GPU to plan for, so it needs --dry-run."""
+    if text is None:
+        return None
+    from stablekit.errors import UsageError
+
+    if not dry_run:
+        raise UsageError("--compute-capability plans for a GPU you may not have: use it with --dry-run",
+                         hint="e.g. --dry-run --device cuda --vram 8 --compute-capability 7.5")
+    major, dot, minor = text.partition(".")
+    if not (major.isdigit() and (minor.isdigit() or not dot)):
+        raise UsageError(f"--compute-capability {text}: not X.Y", hint="e.g. 7.5 (T4, RTX 20xx), 8.6, 8.9, 9.0")
+    return int(major), int(minor or 0)
+
+
 def submit(ctx: typer.Context, jobs: list, *, output_dir: str = ".", overwrite: bool = False, json_output: bool = False,
            dry_run: bool = False, quiet: bool = False, no_server: bool = False, locked: bool = False,
-           as_batch: bool = False) -> list[dict]:
+           as_batch: bool = False, compute_capability: str | None = None) -> list[dict]:
     """Hand jobs to the library: their device plans with --dry-run, else to a running `stablekit serve`, else
     run them here into an output sink (`as_batch`: through the batch loop, for a prompts file)."""
     from stablekit import client
@@ -120,6 +149,7 @@ def submit(ctx: typer.Context, jobs: list, *, output_dir: str = ".", overwrite: 
     console = ctx.obj
     console.quiet = console.quiet or quiet
     total = sum(output_count(job) for job in jobs)
+    capability(compute_capability, dry_run)
 
     def on_result(item: dict) -> None:
         console.result(item if json_output else item["path"])
@@ -134,7 +164,7 @@ def submit(ctx: typer.Context, jobs: list, *, output_dir: str = ".", overwrite: 
     from stablekit.sink import Sink
 
     if dry_run:
-        for data in runner.dry_run(jobs[0]):
+        for data in runner.dry_run(jobs[0], compute_capability=capability(compute_capability, dry_run)):
             console.show_plan(data, json_output)
         return []
     sink = Sink(output_dir, overwrite=overwrite, total=total, on_result=on_result)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from enum import Enum
 from typing import Annotated
 
 import typer
 
 from .options import (
+    ComputeCapabilityOpt,
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
@@ -19,9 +21,11 @@ from .options import (
     PresetOpt,
     QuietOpt,
     VramOpt,
+    capability,
     default,
     device_flags,
     seed_option,
+    value,
 )
 
 TEXT_EPILOG = """Examples:
@@ -73,6 +77,16 @@ StopOpt = Annotated[list[str] | None, typer.Option(
     help="End the answer where this text appears (left out of the output). Repeatable.")]
 TrustOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", help="Allow a model folder's own Python code to run (some hub models need it).")]
+
+
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
+QuantizeOpt = Annotated[Quantize | None, typer.Option(
+    "--quantize", rich_help_panel="Device",
+    help="int8: int8 weights in the linear layers (CPU only; faster, a quarter of the weight memory; the text can "
+         "differ slightly from float32's).")]
 HistoryOpt = Annotated[str | None, typer.Option(
     "--history", metavar="FILE", help="Chat history JSON: resumed when it exists, saved after every answer.")]
 TextJsonOpt = Annotated[bool, typer.Option(
@@ -101,10 +115,12 @@ def text(
     model: ModelOpt = None,
     preset: PresetOpt = None,
     trust_remote_code: TrustOpt = False,
+    quantize: QuantizeOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     offload: OffloadOpt = None,
     vram: VramOpt = None,
+    compute_capability: ComputeCapabilityOpt = None,
     json_output: TextJsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
@@ -117,7 +133,8 @@ def text(
 
     flags = {"system": system, "raw": raw or None, "max_new_tokens": max_tokens, "min_new_tokens": min_tokens,
              "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
-             "stop": stop or None, "seed": seed, **device_flags(device, dtype, offload, vram)}
+             "stop": stop or None, "seed": seed, "quantize": value(quantize),
+             **device_flags(device, dtype, offload, vram)}
     if chat_mode:
         with locking(locked):
             _chat(ctx, None if prompt == "-" else prompt, flags, model, preset, history, trust_remote_code,
@@ -130,7 +147,8 @@ def text(
             raise UsageError("no prompt", hint="give one as an argument, or pipe it: echo 'Hello' | stablekit text -")
         prompt = sys.stdin.read().rstrip("\r\n")
     with locking(locked):  # a server cannot honour this run's lock: run here
-        _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry_run, quiet, no_server or locked)
+        _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry_run, quiet, no_server or locked,
+              compute_capability=compute_capability)
 
 
 def chat(
@@ -152,6 +170,7 @@ def chat(
     model: ModelOpt = None,
     preset: PresetOpt = None,
     trust_remote_code: TrustOpt = False,
+    quantize: QuantizeOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     offload: OffloadOpt = None,
@@ -165,7 +184,8 @@ def chat(
     from stablekit.lockfile import locking
     flags = {"system": system, "max_new_tokens": max_tokens, "min_new_tokens": min_tokens,
              "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
-             "stop": stop or None, "seed": seed, **device_flags(device, dtype, offload, vram)}
+             "stop": stop or None, "seed": seed, "quantize": value(quantize),
+             **device_flags(device, dtype, offload, vram)}
     with locking(locked):
         _chat(ctx, prompt, flags, model, preset, history, trust_remote_code, json_output, dry_run, quiet)
 
@@ -176,7 +196,7 @@ def _write(piece: str) -> None:
 
 
 def _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry_run, quiet,
-          no_server=False) -> None:
+          no_server=False, compute_capability=None) -> None:
     from stablekit import client
     from stablekit.jobs import job_from
 
@@ -191,7 +211,7 @@ def _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry
     from stablekit.sink import TextStreamSink
 
     if dry_run:
-        for data in runner.dry_run(job):
+        for data in runner.dry_run(job, compute_capability=capability(compute_capability, dry_run)):
             console.show_plan(data, json_output)
         return
     sink = TextStreamSink(_write, as_json=json_output, note=console.note, on_result=console.result)

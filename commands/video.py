@@ -9,6 +9,8 @@ import typer
 from .options import (
     DEVICE_PANEL,
     OUTPUT_PANEL,
+    ComputeCapabilityOpt,
+    DecoderOpt,
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
@@ -31,6 +33,7 @@ from .options import (
     expand_count,
     seed_option,
     submit,
+    value,
     with_format,
 )
 
@@ -101,6 +104,8 @@ def video(
     dtype: DtypeOpt = None,
     offload: OffloadOpt = None,
     vram: VramOpt = None,
+    compute_capability: ComputeCapabilityOpt = None,
+    decoder: DecoderOpt = None,
     output: OutputOpt = None,
     output_dir: OutputDirOpt = ".",
     overwrite: OverwriteOpt = False,
@@ -121,9 +126,11 @@ def video(
               "num_frames": frames, "fps": fps, "width": width, "height": height, "num_inference_steps": steps,
               "motion_bucket_id": motion, "noise_aug_strength": noise_aug, "min_guidance_scale": min_guidance,
               "max_guidance_scale": max_guidance, "decode_chunk_size": decode_chunk, "seed": seed,
+              "decoder": value(decoder),
               "metadata": False if no_metadata else None, "model": model,
               "output": with_format(output, fmt, ("mp4", "gif", "webp", "frames"), "" if fmt == "frames" else None),
               **device_flags(device, dtype, offload, vram)}
     jobs = expand_count(job_from("video", values, preset=preset), count, ctx.obj.note)
     submit(ctx, jobs, output_dir=output_dir, overwrite=overwrite,
-           json_output=json_output, dry_run=dry_run, quiet=quiet, no_server=no_server, locked=locked)
+           json_output=json_output, dry_run=dry_run, quiet=quiet,
+           compute_capability=compute_capability, no_server=no_server, locked=locked)

@@ -57,13 +57,14 @@ def plan_entries(entries: list[Entry], hardware=None, *, strict: bool = False) -
     from .devices import probe
     from .runner import plan_job
 
-    if not entries:
-        return []
-    hardware = hardware or probe()
+    probed: dict[str | None, object] = {}  # each device the jobs name, probed once (cuda:1: GPU 1's memory)
     planned = []
     for entry in entries:
+        device = entry.job.request.device
+        if hardware is None and device not in probed:
+            probed[device] = probe(device)
         try:
-            planned.append(Planned(entry, plan_job(entry.job, hardware)))
+            planned.append(Planned(entry, plan_job(entry.job, hardware or probed[device])))
         except StablekitError as err:
             if strict or (isinstance(err, UsageError) and not isinstance(err, InputError)):
                 if not strict and entry.where and not err.message.startswith(entry.where):
@@ -131,14 +132,19 @@ def dry_run(entries: list[Entry], manifest: Manifest | None, output_dir, hardwar
 
 def run_batch(entries: list[Entry], *, output_dir: str | Path, manifest: Manifest, progress: BatchProgress,
               overwrite: bool = False, fail_fast: bool = False, on_record: Callable[[dict], None] = lambda r: None,
-              hardware=None) -> Outcome:
+              hardware=None, driver: Callable[..., Any] = Driver) -> Outcome:
     """Run a job file's entries: skip what is done, plan the rest (a bad line raises before anything loads),
-    then run them by model, recording each in the manifest and handing it to `on_record`."""
-    from .outputs import remove_strays
+    then run them by model, recording each in the manifest and handing it to `on_record`. `driver` runs the
+    planned jobs (Driver's signature; stablekit.distributed.RayOptions.driver() hands them to Ray)."""
+    from .outputs import check_writable, remove_strays
+    from .runner import check_outputs
 
     output_dir = Path(output_dir).expanduser().resolve()
     run, done = split_done(entries, manifest, output_dir)
     planned = by_model(plan_entries(run, hardware))
+    sink = BatchSink(output_dir, overwrite=overwrite)
+    check_outputs([item.plan for item in planned if item.plan is not None], sink)
+    check_writable(manifest.path.parent)
     removed = [path for folder in _folders(entries, manifest, output_dir) for path in remove_strays(folder)]
     if removed:
         progress.say(f"removed {len(removed)} temporary file{'s' if len(removed) != 1 else ''} left by a killed run")
@@ -154,11 +160,10 @@ def run_batch(entries: list[Entry], *, output_dir: str | Path, manifest: Manifes
         previous = latest[entry.id]
         record(record_of(entry, "skipped", outputs=previous["outputs"], plan=previous.get("plan"),
                        key=record_key(entry.job, output_dir), text=previous.get("text")))
-    sink = BatchSink(output_dir, overwrite=overwrite)
     try:
         with progress.running(len(entries), skipped=len(done)):
-            Driver(sink, progress, fail_fast=fail_fast, output_dir=output_dir, previous=latest,
-                    record=record).run(planned)
+            driver(sink, progress, fail_fast=fail_fast, output_dir=output_dir, previous=latest,
+                   record=record).run(planned)
     except Interrupted as stop:
         stop.outcome = outcome
         raise
@@ -171,10 +176,12 @@ def run_jobs(jobs: list, sink: Sink, console, hardware=None) -> list[dict]:
     stops them all; a job that fails at run time is reported, the rest still run, and the run ends in an error
     naming the failed ones. Returns the sink's results, like runner.run."""
     from .outputs import remove_strays
+    from .runner import check_outputs
 
     progress = BatchProgress(console)
     entries = [Entry(job, f"prompt {number}", number) for number, job in enumerate(jobs, 1)]
     planned = plan_entries(entries, hardware, strict=True)
+    check_outputs([item.plan for item in planned], sink)
     remove_strays(Path(sink.output_dir).expanduser())
     shown = sink.on_result
     sink.on_result = lambda item: progress.above(lambda: shown(item))

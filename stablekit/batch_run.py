@@ -116,6 +116,14 @@ class Driver:
         finally:
             self.pool.close()
 
+    def run_one(self, item: Planned) -> bool:
+        """One job, its models kept loaded for the next call (a Ray worker's loop); False when it failed."""
+        return self._one(item)
+
+    def close(self) -> None:
+        """Release every loaded model (after the last run_one)."""
+        self.pool.close()
+
     def _one(self, item: Planned) -> bool:
         """Run one job and record it; False when it failed."""
         entry, sink = item.entry, self.sink
@@ -255,6 +263,8 @@ def _sigterm_as_interrupt() -> Iterator[_Signals]:
 
     def on_term(signum, frame) -> None:
         state.received = signum
+        if callable(previous):  # the CLI's own SIGTERM handler: it remembers the signal, for the exit code
+            previous(signum, frame)
         signal.raise_signal(signal.SIGINT)
 
     previous = signal.signal(signal.SIGTERM, on_term)

@@ -50,6 +50,10 @@ _MEMORY_SCHEMA: dict[str, tuple[type, ...]] = {
     "unit": (str,),
     "activation_gib": (int, float),
     "decode_gib": (int, float),
+    "file_bits": (int,),
+    "layers": (int,),
+    "kv_heads": (int,),
+    "head_dim": (int,),
 }
 # limits: key -> type (all positive numbers).
 _LIMITS: dict[str, type] = {"size_multiple": int, "max_audio_length_in_s": float, "context_length": int,

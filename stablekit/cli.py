@@ -32,6 +32,7 @@ def _global_options(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
 ) -> None:
     ctx.obj = Console(quiet=quiet)
+    ctx.call_on_close(ctx.obj.close)  # a failed run's last stage must not beat on after it (main() may run again)
 
 
 def build_app() -> typer.Typer:
@@ -72,24 +73,46 @@ def _usage_error_exit(err: Exception) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: exit 0 ok, 1 failure, 2 usage, 130 interrupted; tracebacks only with STABLEKIT_DEBUG=1."""
+    """Entry point: exit 0 ok, 1 failure, 2 usage, 130 Ctrl-C, 143 SIGTERM, 141 when stdout's reader went away
+    (silently, as a shell expects of a pipe's writer); tracebacks only with STABLEKIT_DEBUG=1."""
+    from .process import SIGPIPE_EXIT, SIGTERM_EXIT, StdoutLost, drop_stdout, guarded_stdout, sigterm_as_interrupt
+
     debug = os.environ.get("STABLEKIT_DEBUG", "") not in ("", "0")
+    try:
+        with sigterm_as_interrupt() as terminated, guarded_stdout():
+            code = _run(argv, debug)
+    except StdoutLost as lost:
+        drop_stdout(lost)
+        if lost.broken_pipe:
+            code = SIGPIPE_EXIT
+        else:
+            from .process import stdout_hint, stdout_message
+
+            Console().error(stdout_message(lost), hint=stdout_hint(lost))
+            code = 1
+    if terminated.received and code in (1, 130):
+        code = SIGTERM_EXIT
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _run(argv: list[str] | None, debug: bool) -> int | None:
+    """The app, with the library's errors turned into one `Error:` line (and a `Hint:`) and an exit code."""
     try:
         # One call, one run: context variables set while it runs (--locked) end with it, even where a parse error
         # keeps their reset from running, so a second main() in the same process starts clean.
-        code = contextvars.copy_context().run(build_app(), args=argv, prog_name="stablekit", standalone_mode=False)
+        return contextvars.copy_context().run(build_app(), args=argv, prog_name="stablekit", standalone_mode=False)
     except StablekitError as err:
         if debug:
             traceback.print_exc()
         Console().error(err.message, err.hint)
-        code = err.exit_code
+        return err.exit_code
     except typer.Abort:
         Console().error("aborted")
-        code = 1
+        return 1
     except Exception as err:
         code = _usage_error_exit(err)
         if code is None:
             raise
         if debug:
             traceback.print_exc()
-    sys.exit(code if isinstance(code, int) else 0)
+        return code

@@ -105,6 +105,11 @@ class Console(Progress):
             self._state = None  # the work behind the last stage is done
         print(line, file=self._out, flush=True)
 
+    def close(self) -> None:
+        """The run is over, failed or not: no more heartbeat lines (the thread ends within a second)."""
+        with self._lock:
+            self._state = None
+
     def table(self, table) -> None:
         """A rich table on stdout (human listings; scripts use --json)."""
         from rich.console import Console as RichConsole

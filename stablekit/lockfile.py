@@ -368,7 +368,7 @@ def file_sha256(path: Path) -> str:
 
 
 def locked_commit(repo: str) -> str | None:
-    """The hook in hub.describe_repo: a hub repo named by its id is read at its locked commit."""
+    """The hook in hub_describe.describe_repo: a hub repo named by its id is read at its locked commit."""
     if not locked():
         return None
     entry = next((m for m in load(required=True).models.values() if m.repo == repo and m.commit), None)

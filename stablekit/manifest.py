@@ -8,6 +8,7 @@ next run before it appends.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -32,8 +33,14 @@ class Manifest:
         return {record["id"]: record for record in self.records}
 
     def append(self, record: dict[str, Any]) -> None:
-        """Add one record as one line (created with its folder on first use)."""
-        line = (json.dumps(record, sort_keys=True, default=str, ensure_ascii=False) + "\n").encode()
+        """Add one record as one line (created with its folder on first use); a line the disk cannot take
+        whole is cut off again."""
+        try:
+            text = json.dumps(record, sort_keys=True, default=str, ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            raise OutputError(f"cannot write the manifest {self.path}: a record holds NaN or infinity",
+                              hint="this is a bug in stablekit: please report it") from None
+        line = (text + "\n").encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self._checked:
@@ -41,11 +48,21 @@ class Manifest:
                 self._checked = True
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
-                os.write(fd, line)
+                start = os.fstat(fd).st_size
+                try:
+                    written = os.write(fd, line)
+                except OSError:
+                    os.ftruncate(fd, start)
+                    raise
+                if written != len(line):
+                    os.ftruncate(fd, start)
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             finally:
                 os.close(fd)
         except OSError as err:
-            raise OutputError(f"cannot write the manifest {self.path}: {err.strerror}") from None
+            from .outputs import storage_error
+
+            raise storage_error(err, f"the manifest {self.path}") from None
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ registry defaults, and the global defaults below.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,9 @@ class ImageRequest:
     refiner_model: str = "sdxl-refiner"
     denoising_split: float = 0.8  # SDXL base runs to this fraction of the steps, the refiner from it
     metadata: bool = True  # embed the parameters in the image (the sidecar is written either way)
+    decoder: str = "full"  # full: the model's VAE; tiny: the family's TAESD (fast, approximate)
+    compile: bool = False  # torch.compile the denoiser (a one-time cost, cached under STABLEKIT_HOME)
+    fast: bool = False  # CUDA only: compile, channels_last and fused QKV projections
     device: str | None = None
     dtype: str | None = None
     offload: str | None = None
@@ -57,6 +61,7 @@ class TextRequest:
     repetition_penalty: float = 1.0
     stop: list[str] = dataclasses.field(default_factory=list)
     trust_remote_code: bool = False  # run Python code shipped with a model folder: only when asked
+    quantize: str | None = None  # int8: weight-only int8 linear layers on the CPU (torch dynamic quantisation)
     seed: int | None = None
     device: str | None = None
     dtype: str | None = None
@@ -135,6 +140,7 @@ class VideoRequest:
     min_guidance_scale: float = 1.0
     max_guidance_scale: float = 3.0
     decode_chunk_size: int | None = None  # None: the device plan's
+    decoder: str = "full"  # tiny is refused: SVD's temporal decoder has no tiny twin
     metadata: bool = True  # the parameters in the file's comment / EXIF (the sidecar is written either way)
     seed: int | None = None
     device: str | None = None
@@ -185,6 +191,8 @@ def check_values(command: str, values: dict[str, Any], where: str, error=PresetE
                         hint=f"known keys: {', '.join(sorted(fields))}")
         if not accepts(fields[key], value):
             raise error(f"{where}: '{key}' should be {type_name(fields[key])}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise error(f"{where}: '{key}' must be a finite number, got {value!r}")
 
 
 def type_name(annotation: Any) -> str:

@@ -55,7 +55,7 @@ def stronger_device_plan(plan: Plan) -> tuple[DevicePlan, str] | None:
             return (replace(p, decode_chunk_size=smaller, forward_chunking=True,
                             reasons=(*p.reasons, f"retry: decode {smaller} frames at a time")),
                     f"decode chunks of {smaller} frames")
-    if spec.modality == "image" and spec.memory.decode_gib and not p.vae_tiling:
+    if spec.modality == "image" and "vae" in spec.memory.params and not p.vae_tiling:
         return (replace(p, vae_tiling=True, vae_slicing=p.vae_slicing or work.batch > 1,
                         reasons=(*p.reasons, "retry: VAE tiling")), "VAE tiling")
     order = _OFFLOADS_BY_LIBRARY.get(spec.library, ("none",))

@@ -44,15 +44,25 @@ def overrides_of(request) -> Overrides:
 def plan_device(job, workload: Workload, hardware: Hardware, memory_spec: ModelSpec | None = None, *,
                 stages: tuple[Plan, ...] = (), inputs: Any = None) -> Plan:
     """Plan the job's model on `hardware`; raises DoesNotFitError with what would fit."""
+    from .errors import DoesNotFitError
+
     spec = memory_spec or job.spec
-    device_plan = devices.plan(spec, hardware, workload, overrides_of(job.request))
+    try:
+        device_plan = devices.plan(spec, hardware, workload, overrides_of(job.request))
+    except DoesNotFitError as err:  # the failing plan, whole, for --dry-run to show
+        failed = getattr(err, "failed_plan", None)
+        if isinstance(failed, DevicePlan):
+            err.failed_plan = Plan(job, hardware, failed, workload, spec, stages, inputs)  # type: ignore[attr-defined]
+        raise
     return Plan(job, hardware, device_plan, workload, spec, stages, inputs)
 
 
 def describe(plan: Plan) -> dict[str, Any]:
-    """What --dry-run shows: the model, where its files are, the hardware, the plan with its reasons, the job."""
+    """What --dry-run shows: whether it fits, the model, where its files are, the hardware (a hypothetical one
+    for a device this machine lacks), the plan with its reasons, the job."""
     state = hub.local_state(plan.spec)
     return {
+        "fits": plan.device_plan.fits,
         "model": plan.spec.id,
         "source": plan.spec.source,
         "files": {"status": state.status, "path": str(state.path) if state.path else None,

@@ -20,7 +20,7 @@ from .catalog_schema import (  # noqa: F401 - re-exported: the registry's vocabu
     check_record,
     is_hub_id,
 )
-from .errors import CatalogError, UnknownModelError
+from .errors import CatalogError, UnknownModelError, UsageError
 from .paths import user_catalog_path
 
 try:
@@ -39,6 +39,10 @@ class MemoryProfile:
     unit: str = "fixed"  # what activation_gib and decode_gib are counted per
     activation_gib: float = 0.0  # denoising activations per unit, 16-bit
     decode_gib: float = 0.0  # VAE decode peak per unit, 16-bit
+    file_bits: int = 16  # the weights' dtype on disk (loading converts from it: see memory_plan.load_extra_gib)
+    layers: int = 0  # text models: the config's layers, key/value heads and head size (the KV cache)
+    kv_heads: int = 0
+    head_dim: int = 0
 
     @property
     def total_params(self) -> float:
@@ -202,6 +206,10 @@ class Registry:
         """
         spec = self.find(name)
         path = Path(name).expanduser()
+        if (family or config) and not (spec is None and path.is_file()):
+            flags = " and ".join(f for f, v in (("--family", family), ("--config", config)) if v)
+            raise UsageError(f"{flags} only apply to a single-file checkpoint (a .safetensors file); "
+                             f"'{name}' is read from its own configs", hint=f"drop {flags}")
         if spec is None and path.is_file():
             spec = self._from_checkpoint(path, family, config)
         elif spec is None and path.exists():
@@ -287,7 +295,7 @@ class Registry:
 
     def _from_hub_id(self, repo: str, modality: str | None) -> ModelSpec:
         """A hub repo that is in no catalog: its configs are fetched (or read from the cache) and read first."""
-        from .hub import describe_repo
+        from .hub_describe import describe_repo
 
         found = describe_repo(repo)
         spec, what = self._from_layout(found.folder, repo, found.listing, found.counts)

@@ -9,6 +9,7 @@ an identical run gives identical bytes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 from .console import Progress
 from .errors import StablekitError, UsageError
 from .info import FileRecord, NoRecordError, original_parameters, read_record
+from .outputs import check_writable, storage_error
 from .sink import Sink
 
 
@@ -129,9 +131,14 @@ def reproduce(path: str | Path, *, output: str | None = None, verify: bool = Fal
     if target is not None and target.exists():
         raise UsageError(f"-o {target}: already exists", hint="choose another name")
     scratch_parent = target.parent if target is not None else None
-    if scratch_parent is not None:
-        scratch_parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".stablekit-reproduce-", dir=scratch_parent))
+    try:
+        if scratch_parent is not None:
+            check_writable(scratch_parent)  # before the model loads
+            scratch_parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".stablekit-reproduce.{os.getpid()}.", suffix=".partial",
+                                        dir=scratch_parent))
+    except OSError as err:
+        raise storage_error(err, scratch_parent or tempfile.gettempdir(), "write into") from None
     try:
         sink = _KeepSink(scratch, keep, output_count(job))
         runner.run([job], sink, progress)

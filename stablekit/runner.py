@@ -9,7 +9,7 @@ are plans of their own, run first through the same pool, their outputs handed on
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -26,26 +26,46 @@ def engine_for(command: str) -> ModuleType:
     return importlib.import_module(f"stablekit.engines.{command}")
 
 
-def plan_job(job: Job, hardware=None) -> Plan:
-    """Check the job and plan it (and its stages) on this machine, or on `hardware`; nothing is loaded."""
-    from .devices import probe
+def plan_job(job: Job, hardware=None, *, dry_run: bool = False, compute_capability=None) -> Plan:
+    """Check the job and plan it (and its stages) on this machine, or on `hardware`; nothing is loaded.
+
+    With `dry_run`, a --device this machine lacks is planned as a hypothetical one (--vram GiB, and
+    `compute_capability` for CUDA); without it an absent device stays an error."""
+    from .devices import hypothetical, probe
     from .outputs import OutputOptions, check_template
 
     engine = engine_for(job.command)
     check_template(OutputOptions(output=job.output), engine.EXTENSIONS)
-    return engine.plan(job, hardware or probe(job.request.device))
+    if hardware is None:
+        hardware = probe(job.request.device)
+        if dry_run:
+            hardware = hypothetical(hardware, job.request.device, job.request.vram, compute_capability)
+    return engine.plan(job, hardware)
 
 
-def dry_run(job: Job, hardware=None) -> list[dict[str, Any]]:
-    """What --dry-run prints: each stage's plan, then the job's."""
-    plan = plan_job(job, hardware)
-    return [describe(p) for p in (*plan.stages, plan)]
+def dry_run(job: Job, hardware=None, *, compute_capability=None) -> Iterator[dict[str, Any]]:
+    """What --dry-run prints: each stage's plan, then the job's. A plan that does not fit is yielded too
+    (`fits: false`, with why) before its DoesNotFitError is raised, so the command still exits 1."""
+    from .errors import DoesNotFitError
+
+    try:
+        plan = plan_job(job, hardware, dry_run=True, compute_capability=compute_capability)
+    except DoesNotFitError as err:
+        failed = getattr(err, "failed_plan", None)
+        if isinstance(failed, Plan):
+            yield describe(failed)
+        raise
+    for part in (*plan.stages, plan):
+        yield describe(part)
 
 
 def summary(plan: Plan) -> str:
     p = plan.device_plan
-    return (f"plan: {plan.spec.id} on {p.device}, {p.dtype}, offload {p.offload}, ~{p.peak_gib:.1f} GiB of "
+    line = (f"plan: {plan.spec.id} on {p.device}, {p.dtype}, offload {p.offload}, ~{p.peak_gib:.1f} GiB of "
             f"{p.memory_kind} (budget {p.budget_gib:.1f})")
+    if p.device == "cpu" and p.dtype == "bfloat16":  # a new default on bf16 CPUs: say why
+        line += "".join(f"; {r}" for r in p.reasons if r.startswith("dtype "))
+    return line
 
 
 def execute(plan: Plan, sink: Sink, pool: SessionPool) -> None:
@@ -71,6 +91,7 @@ def run(jobs: Iterable[Job], sink: Sink, progress: Progress = Progress(), *, poo
         hardware=None) -> list[dict]:
     """Plan every job first (bad input fails before anything loads), then run them in order."""
     plans = plan_all(jobs, progress, hardware)
+    check_outputs(plans, sink)
     own = pool is None
     pool = pool or SessionPool(progress)
     try:
@@ -82,6 +103,14 @@ def run(jobs: Iterable[Job], sink: Sink, progress: Progress = Progress(), *, poo
         if own:
             pool.close()
     return sink.results
+
+
+def check_outputs(plans: Iterable[Plan], sink: Sink) -> None:
+    """Every output name can be made and its folder written, before anything loads (kept stage outputs too)."""
+    for plan in plans:
+        for part in (*plan.stages, plan):
+            if part is plan or part.job.output is not None:
+                sink.check(part.job)
 
 
 def plan_all(jobs: Iterable[Job], progress: Progress = Progress(), hardware=None) -> list[Plan]:

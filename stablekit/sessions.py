@@ -78,21 +78,6 @@ class SessionPool:
         with self._lock:
             return [held.describe(now) for held in self._held.values()]
 
-    def idle_for(self) -> float | None:
-        """Seconds since the most recently used session was last used; None when nothing is held."""
-        with self._lock:
-            if not self._held:
-                return None
-            return time.monotonic() - max(held.used_at for held in self._held.values())
-
-    def next_expiry(self, keep_alive: float) -> float | None:
-        """Seconds until the stalest session has been idle `keep_alive` seconds; None when nothing is held."""
-        with self._lock:
-            if not self._held:
-                return None
-            oldest = min(held.used_at for held in self._held.values())
-        return max(oldest + keep_alive - time.monotonic(), 0.0)
-
     def release_idle(self, keep_alive: float) -> list[str]:
         """Release every session unused for `keep_alive` seconds (a server's keep-alive); returns their ids."""
         now = time.monotonic()

@@ -7,14 +7,14 @@ neither), defers Ctrl-C/SIGTERM until both are in place, and reports the result 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import OutputError
-from .outputs import OutputOptions, finish_before_interrupt, target_path
+from .outputs import OutputOptions, check_writable, finish_before_interrupt, target_path
 
 
 @dataclass
@@ -59,6 +59,7 @@ class Sink:
         self.total = total  # outputs expected in the run: a plain name gets -INDEX when there are several
         self.index = 0
         self.results: list[dict] = []
+        self._group: list[tuple[Written, Path, dict]] | None = None  # outputs of a `together` block so far
 
     def stream(self, piece: str) -> None:
         """Text as it is generated; a file sink writes the whole answer at the end instead."""
@@ -69,14 +70,43 @@ class Sink:
                            count=self.total, prompt=out.name or job.request.prompt, extension=out.extension,
                            id=job.id or job.digest())
 
+    def check(self, job, extension: str = ".out") -> None:
+        """Before anything loads: the job's output name can be made and its folder written (nothing is created).
+        `extension` stands for the output's own ("" for an output that is a folder)."""
+        options = OutputOptions(output=job.output, output_dir=self.output_dir, overwrite=self.overwrite)
+        path = target_path(options, model=job.spec.id, seed=0, index=0, count=self.total,
+                           prompt=job.request.prompt or "x", extension=extension, id=job.id or "x")
+        check_writable(path.parent)
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Outputs emitted inside are one result (a mesh and its turntable): each is reported once all are in
+        place, and if one cannot be written, those already written are removed with their sidecars."""
+        if self._group is not None:  # already inside one
+            yield
+            return
+        self._group = group = []
+        with finish_before_interrupt():
+            try:
+                yield
+            except BaseException:
+                for written, sidecar, _ in group:
+                    _remove(written, sidecar)
+                raise
+            finally:
+                self._group = None
+            for _, _, item in group:
+                self.results.append(item)
+                self.on_result(item)
+
     def emit(self, job, out: Output) -> dict:
         """Write `out` and its sidecar (both or neither) and report it; returns the result record."""
         from .provenance import record
         from .writers.sidecar import write_sidecar
 
         index = self.index
-        self.index += 1
         path = self.target(job, out, index)
+        self.index += 1
         with finish_before_interrupt():
             written = out.write(path, self.overwrite)
             written = written if isinstance(written, Written) else Written(written)
@@ -86,15 +116,18 @@ class Sink:
                 sidecar = write_sidecar(written.path, record(
                     spec=job.spec, model_path=str(out.folder) if out.folder else None, parameters=parameters,
                     plan=out.plan.device_plan, output=written.path.name) | self.recorded)
-            except (OutputError, OSError):
+            except BaseException:
                 _remove(written)
                 raise
             item = {"path": str(written.path), "sidecar": str(sidecar), "kind": out.kind, "model": job.spec.id,
                     "seed": out.seed, "index": index, "prompt": job.request.prompt, **out.info, **written.info}
             if job.id is not None:
                 item["id"] = job.id
-            self.results.append(item)
-            self.on_result(item)
+            if self._group is not None:
+                self._group.append((written, sidecar, item))
+            else:
+                self.results.append(item)
+                self.on_result(item)
         return item
 
 
@@ -113,11 +146,11 @@ class CaptureSink(Sink):
         return item
 
 
-def _remove(written: Written) -> None:
+def _remove(written: Written, *more: Path) -> None:
     """Take back what a writer put down when its sidecar cannot follow: an output lands whole or not at all."""
     import shutil
 
-    for path in [written.path, *written.extra]:
+    for path in [written.path, *written.extra, *more]:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
@@ -134,6 +167,9 @@ class TextStreamSink(Sink):
         self.write, self.as_json, self.note = write, as_json, note
         self.streams_text = not as_json
         self.completions: list[Any] = []
+
+    def check(self, job, extension: str = ".out") -> None:
+        """Nothing is written to files here."""
 
     def stream(self, piece: str) -> None:
         self.write(piece)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..planning import Plan, plan_device
 from ..registry import ModelSpec
 from ..sink import Output, Written
 from ..writers.audio import EXTENSIONS, AudioFormat, audio_format, write_audio
+from .image_checks import ignored_negative
 
 __all__ = ["EXTENSIONS", "AudioSession", "load", "output_format", "plan", "session_key", "validate", "with_length",
            "workload"]
@@ -41,13 +43,17 @@ def with_length(request: AudioRequest, *, seconds: float | None = None, start: f
     Without --seconds the length is the preset's or the model's (their end minus their start), so moving
     the start keeps the length.
     """
+    for flag, number in (("--seconds", seconds), ("--start", start)):
+        if number is not None and not math.isfinite(number):
+            raise UsageError(f"{flag} {number}: must be a finite number")
     length = seconds if seconds is not None else length_of(request)
     begin = start if start is not None else request.audio_start_in_s
     return replace(request, audio_start_in_s=begin, audio_end_in_s=begin + length)
 
 
 def workload(request: AudioRequest) -> Workload:
-    return Workload(seconds=round(length_of(request), 3), batch=request.num_waveforms_per_prompt)
+    return Workload(seconds=round(length_of(request), 3), batch=request.num_waveforms_per_prompt,
+                    guided=request.guidance_scale > 1)
 
 
 def _check_window(request: AudioRequest, spec_id: str, maximum: float, loaded: bool = False) -> None:
@@ -147,6 +153,8 @@ class AudioSession:
         seeds = [request.seed + i for i in range(count)]
         generators = [torch.Generator(plan.device_plan.generator_device).manual_seed(s) for s in seeds]
         label = f"audio {length_of(request):g} s" + (f" x{count}" if count > 1 else "")
+        if ignored_negative(request):
+            progress.note(f"Warning: {ignored_negative(request)}")
         with progress.task(label, total=request.num_inference_steps) as advance, torch.inference_mode():
             # Latents out, decoded and cut here: the pipeline cuts at int(seconds * rate), a sample short at times.
             latents = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
@@ -171,6 +179,8 @@ class AudioSession:
         fmt, request, spec = plan.inputs, plan.request, plan.spec
         params = {**plan.job.to_dict(), **details, "seed": seed, "index": index, "model": spec.id,
                   "format": fmt.container, "subtype": fmt.subtype, "bit_depth": fmt.bit_depth}
+        if ignored_negative(request):
+            params["ignored"] = {"negative_prompt": ignored_negative(request)}
         sample_rate = details["sample_rate"]
 
         def write(path: Path, overwrite: bool) -> Written:

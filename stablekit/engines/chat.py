@@ -16,7 +16,7 @@ from ..jobs import draw_seed
 from ..outputs import write_atomic
 from ..params import TextRequest
 from ..planning import Plan, plan_device
-from .text import Completion, ContextError, TextModel, sampling, validate, workload
+from .text import Completion, ContextError, TextModel, sampling, validate, with_quantize, workload
 
 HISTORY_FORMAT = "stablekit-chat"
 HISTORY_VERSION = 1
@@ -28,7 +28,7 @@ def plan(job, hardware=None) -> Plan:
     from ..devices import probe
 
     validate(job.request, job.spec, chat=True)
-    return plan_device(job, workload(job.request, job.spec, chat=True), hardware or probe())
+    return with_quantize(plan_device(job, workload(job.request, job.spec, chat=True), hardware or probe()))
 
 
 def fit_messages(messages: list[dict[str, str]], count: Callable[[list[dict[str, str]]], int],

@@ -8,6 +8,7 @@ is decoded; image i of a job uses seed + i.
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from ..planning import Plan, plan_device
 from ..registry import MemoryProfile, ModelSpec, load_registry
 from ..sink import Output, Written
 from ..writers.image import EXTENSIONS, write_image
-from .image_checks import Lora, parse_lora, strength_of, task_of, validate
+from .image_checks import Lora, ignored, parse_lora, strength_of, task_of, validate
 
 __all__ = ["EXTENSIONS", "ImageSession", "load", "plan", "session_key", "task_of", "validate"]
 # Registry defaults that are pipeline-call arguments rather than request fields.
@@ -43,7 +44,8 @@ class InputImages:
 
 
 def workload(request) -> Workload:
-    return Workload(width=request.width, height=request.height, batch=min(request.batch_size, request.num_images))
+    return Workload(width=request.width, height=request.height, batch=min(request.batch_size, request.num_images),
+                    guided=request.guidance_scale > 1)
 
 
 def plan(job, hardware) -> Plan:
@@ -57,7 +59,10 @@ def plan(job, hardware) -> Plan:
                                                        job.request.height, multiple)
         job = job.with_request(width=width, height=height)
         inputs = InputImages(image, mask, rule)
-    return plan_device(job, workload(job.request), hardware, _memory_spec(spec, job.request), inputs=inputs)
+    check_decoder(spec, job.request.decoder)
+    planned = plan_device(job, workload(job.request), hardware, _memory_spec(spec, job.request), inputs=inputs)
+    _check_fast(job.request, planned.device_plan.device)
+    return planned
 
 
 def _memory_spec(spec: ModelSpec, request) -> ModelSpec:
@@ -73,7 +78,8 @@ def session_key(plan: Plan) -> tuple:
     """A loaded pipeline serves every job with the same weights, task, LoRAs and placement."""
     r, p = plan.request, plan.device_plan
     return ("image", plan.spec.id, plan.spec.revision, task_of(r), tuple(r.loras or ()),
-            r.refiner_model if r.refiner else None, p.device, p.dtype, p.offload, p.vae_tiling, p.vae_slicing)
+            r.refiner_model if r.refiner else None, p.device, p.dtype, p.offload, p.vae_tiling, p.vae_slicing,
+            r.decoder, r.compile, r.fast)
 
 
 def load(plan: Plan, progress: Progress = Progress()) -> ImageSession:
@@ -83,7 +89,9 @@ def load(plan: Plan, progress: Progress = Progress()) -> ImageSession:
     dtype = torch_dtype(device_plan)
     components = {}
     fp16_vae = family(spec.family).fp16_vae
-    if fp16_vae and device_plan.dtype == "float16":
+    if request.decoder == "tiny":  # the full VAE is not loaded at all
+        components["vae"] = _tiny_decoder(spec, dtype, progress)
+    elif fp16_vae and device_plan.dtype == "float16":
         components.update(_fp16_safe_vae(dtype, progress))
     base = load_diffusers(spec, folder, dtype, **components)
     pipe = _derive(base, task_of(request))
@@ -95,7 +103,82 @@ def load(plan: Plan, progress: Progress = Progress()) -> ImageSession:
         if module is not None:
             place(module, device_plan)
             module.set_progress_bar_config(disable=True)
-    return ImageSession(pipe, refiner, folder, loras, progress)
+            if request.compile or request.fast:
+                _speed_up(module, request.fast, progress)
+    return ImageSession(pipe, refiner, folder, loras, progress, compiled=request.compile or request.fast)
+
+
+DECODERS = ("full", "tiny")
+
+
+def check_decoder(spec: ModelSpec, decoder: str) -> None:
+    """--decoder full|tiny: tiny needs a tiny autoencoder for the model's family (none for SVD's temporal VAE)."""
+    if decoder not in DECODERS:
+        raise UsageError(f"--decoder {decoder}: unknown", hint="use full (the model's VAE) or tiny (TAESD)")
+    if decoder == "tiny" and not family(spec.family).tiny_decoder:
+        raise UsageError(f"--decoder tiny: {spec.id} ({spec.family}) has no tiny decoder (TAESD exists for SD 1.x/2.x, "
+                         "SDXL and SD3 only)", hint="drop --decoder, or use --decoder full")
+
+
+def tiny_decoder_spec(spec: ModelSpec) -> ModelSpec:
+    """The family's TAESD record; a random-weight tiny model gets the random-weight twin, `tiny-<record>`."""
+    name = family(spec.family).tiny_decoder
+    return load_registry().get(f"tiny-{name}" if spec.tiny else name)
+
+
+def _tiny_decoder(spec: ModelSpec, dtype, progress: Progress):
+    decoder = tiny_decoder_spec(spec)
+    progress.stage(f"Loading the tiny decoder {decoder.id} (fast, approximate: finer detail differs from the VAE's)")
+    return load_diffusers(decoder, hub.ensure_local(decoder), dtype)
+
+
+def _check_fast(request, device: str) -> None:
+    if request.fast and not device.startswith("cuda"):
+        raise UsageError(f"--fast is for CUDA GPUs (this job runs on {device})",
+                         hint="on a CPU use --compile and --decoder tiny (see the README's CPU section)")
+
+
+def _speed_up(pipe, fast: bool, progress: Progress) -> None:
+    """torch.compile the denoiser (inductor); --fast (CUDA) also fuses its QKV projections and uses channels_last."""
+    import torch
+
+    name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+    denoiser = getattr(pipe, name, None)
+    if denoiser is None:
+        return
+    if fast:
+        if hasattr(denoiser, "fuse_qkv_projections"):
+            denoiser.fuse_qkv_projections()
+        if name == "unet":
+            denoiser.to(memory_format=torch.channels_last)
+    progress.note(f"--compile: the {name} is compiled on its first step (a one-time cost of a minute or more, "
+                  f"and again for a new size); compiled code is cached in {_compile_cache_dir()}")
+    denoiser.compile()
+
+
+def _compile_cache_dir() -> Path:
+    from ..paths import stablekit_home
+
+    return stablekit_home() / "cache" / "torchinductor"
+
+
+@contextmanager
+def _compile_cache(active: bool):
+    """Inductor's cache under STABLEKIT_HOME while the pipeline runs (a user's TORCHINDUCTOR_CACHE_DIR wins);
+    the environment is left as it was found."""
+    import os
+
+    key = "TORCHINDUCTOR_CACHE_DIR"
+    saved = os.environ.get(key)
+    if active and saved is None:
+        os.environ[key] = str(_compile_cache_dir())
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
 
 
 def _derive(base, task: str):
@@ -170,8 +253,10 @@ def _load_loras(pipe, loras: list[Lora]) -> None:
 class ImageSession:
     """A loaded pipeline (and refiner) that renders any number of image jobs it was loaded for."""
 
-    def __init__(self, pipe, refiner, folder: Path, loras: list[Lora], progress: Progress) -> None:
+    def __init__(self, pipe, refiner, folder: Path, loras: list[Lora], progress: Progress, *,
+                 compiled: bool = False) -> None:
         self.pipe, self.refiner, self.folder, self.loras, self.progress = pipe, refiner, folder, loras, progress
+        self.compiled = compiled
 
     def close(self) -> None:
         self.pipe = self.refiner = None
@@ -188,6 +273,8 @@ class ImageSession:
                 images_in["mask_image"] = plan.inputs.mask
             progress.note(plan.inputs.rule)
         _window_warnings(self.pipe, request.prompt, extras, progress)
+        for message in ignored(request, plan.spec).values():
+            progress.note(f"Warning: {message}")
         total = request.num_images
         for start in range(0, total, request.batch_size):
             size = min(request.batch_size, total - start)
@@ -221,7 +308,8 @@ class ImageSession:
             call["strength"] = strength_of(request)
             steps = int(steps * call["strength"])
         final: dict[str, Any] = {}
-        with self.progress.task(label, total=steps, then="Decoding") as advance, torch.inference_mode():
+        with (self.progress.task(label, total=steps, then="Decoding") as advance, torch.inference_mode(),
+              _compile_cache(self.compiled)):
             def on_step(pipe, _step, _timestep, tensors):
                 advance(total=getattr(pipe, "num_timesteps", None) or steps)  # PNDM warms up with one more
                 final["pipe"], final["latents"] = pipe, tensors.get("latents")
@@ -253,9 +341,12 @@ class ImageSession:
         if not request.refiner:
             params.pop("refiner_model")
             params.pop("denoising_split")
+        unused = ignored(request, plan.spec)
+        if unused:
+            params["ignored"] = unused  # recorded as unused, so no reader takes it for an effect
         embedded = None
         if request.metadata:
-            embedded = {k: v for k, v in params.items() if k not in _RUN_ONLY}
+            embedded = {k: v for k, v in params.items() if k not in _RUN_ONLY and k not in unused}
             embedded["loras"] = params["lora_details"]
 
         def write(path: Path, overwrite: bool) -> Written:

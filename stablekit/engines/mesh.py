@@ -257,10 +257,6 @@ class MeshSession:
             return Written(written, extra=files[1:], info={"files": [str(f) for f in files[1:]]},
                            parameters={"companions": [f.name for f in files[1:]]})
 
-        result = sink.emit(plan.job, Output("mesh", extension, write, params, plan, self.folder, seed=seed, name=name,
-                                            info=info))
-        if frames is None:
-            return
         comment = json.dumps(embedded, default=str, sort_keys=True)
 
         def write_video(path: Path, overwrite: bool) -> Written:
@@ -268,10 +264,15 @@ class MeshSession:
                                              overwrite=overwrite)
             return Written(video.path, info={"width": video.width, "height": video.height})
 
-        movie = {**params, "mesh_output": Path(result["path"]).name, "fps": turntable.FPS}
-        sink.emit(replace(plan.job, output=request.turntable),
-                  Output("turntable", Path(request.turntable).suffix.lower(), write_video, movie, plan, self.folder,
-                         seed=seed, name=name, info={"frames": len(frames), "fps": turntable.FPS}))
+        with sink.together():  # the mesh and its turntable: both in place, or neither
+            result = sink.emit(plan.job, Output("mesh", extension, write, params, plan, self.folder, seed=seed,
+                                                name=name, info=info))
+            if frames is None:
+                return
+            movie = {**params, "mesh_output": Path(result["path"]).name, "fps": turntable.FPS}
+            sink.emit(replace(plan.job, output=request.turntable),
+                      Output("turntable", Path(request.turntable).suffix.lower(), write_video, movie, plan,
+                             self.folder, seed=seed, name=name, info={"frames": len(frames), "fps": turntable.FPS}))
 
     def _turntable(self, mesh, request: MeshRequest):
         """The finished mesh (TripoSR's frame) from request.turntable_views cameras around it: uint8 frames."""

@@ -118,6 +118,7 @@ def plan(job, hardware) -> Plan:
 
     request = job.request
     validate(request, job.spec)
+    image.check_decoder(job.spec, request.decoder)  # SVD's temporal VAE has no tiny twin: refused
     check_output(request, job.output)
     first, stages = None, ()
     if request.image:

@@ -243,3 +243,17 @@ def build_audio(path: pathlib.Path) -> None:
         scheduler=scheduler,
     )
     save(pipe, path)
+
+
+def build_taesd(path: pathlib.Path, latent_channels: int = 4) -> None:
+    """madebyollin/taesd layout (a bare AutoencoderTiny): 2 blocks (x2) to match the tiny pipelines' VAEs."""
+    from diffusers import AutoencoderTiny
+
+    vae = seeded(3, AutoencoderTiny, encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                 num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=latent_channels)
+    vae.save_pretrained(path, safe_serialization=True)
+
+
+def build_taesd3(path: pathlib.Path) -> None:
+    """madebyollin/taesd3 layout: the tiny autoencoder on SD3's 16 latent channels."""
+    build_taesd(path, latent_channels=16)

@@ -21,7 +21,7 @@ from .tokenizers import CLIP_MAX_LENGTH, LM_CONTEXT, T5_MAX_LENGTH, TEXT_VOCAB_S
 __all__ = ["TINY_KINDS", "MARKER", "FORMAT_VERSION", "CLIP_MAX_LENGTH", "T5_MAX_LENGTH", "LM_CONTEXT",
            "TEXT_VOCAB_SIZE", "build", "ensure", "is_complete"]
 
-TINY_KINDS: tuple[str, ...] = ("sd", "sdxl", "sd3", "svd", "audio", "lm", "triposr")
+TINY_KINDS: tuple[str, ...] = ("sd", "sdxl", "sd3", "svd", "audio", "lm", "triposr", "taesd", "taesd3")
 
 MARKER = ".stablekit-tiny"
 # Bump when any builder changes, so `ensure` rebuilds folders made by older code.
@@ -160,4 +160,6 @@ _BUILDERS = {
     "audio": diffusion.build_audio,
     "lm": lm.build_lm,
     "triposr": triposr.build_triposr,
+    "taesd": diffusion.build_taesd,
+    "taesd3": diffusion.build_taesd3,
 }

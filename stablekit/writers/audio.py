@@ -9,6 +9,7 @@ is decoded after encoding and re-encoded with less gain until it reads back with
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,17 +114,21 @@ def _fit_tags(tags: dict[str, str], extension: str) -> dict[str, str]:
     return fitted
 
 
-def _encode(path: Path, samples: np.ndarray, sample_rate: int, fmt: AudioFormat, tags: dict[str, str]) -> None:
-    with sf.SoundFile(path, "w", samplerate=sample_rate, channels=samples.shape[1], format=fmt.container,
+def _encode(samples: np.ndarray, sample_rate: int, fmt: AudioFormat, tags: dict[str, str]) -> bytes:
+    """The encoded file, in memory: libsndfile reports a full disk only as "System error.", so the bytes are
+    written to disk by Python, whose OSError says what went wrong."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", samplerate=sample_rate, channels=samples.shape[1], format=fmt.container,
                       subtype=fmt.subtype) as file:
         for key, text in tags.items():  # before the samples: FLAC and Vorbis write their tags first
             setattr(file, key, text)
         for start in range(0, len(samples), _CHUNK_FRAMES):
             file.write(samples[start:start + _CHUNK_FRAMES])
+    return buffer.getvalue()
 
 
-def _decoded(path: Path) -> tuple[float, int]:
-    data, _ = sf.read(path, dtype="float64", always_2d=True)
+def _decoded(encoded: bytes) -> tuple[float, int]:
+    data, _ = sf.read(io.BytesIO(encoded), dtype="float64", always_2d=True)
     return (float(np.abs(data).max()) if data.size else 0.0), len(data)
 
 
@@ -145,12 +150,12 @@ def write_audio(samples, sample_rate: int, path: Path, fmt: AudioFormat = AudioF
 
     def write(tmp: Path) -> None:
         if fmt.extension != ".ogg":
-            _encode(tmp, fitted, sample_rate, fmt, tags)
+            tmp.write_bytes(_encode(fitted, sample_rate, fmt, tags))
             return
         gain = 1.0
         for _ in range(_OGG_TRIES):
-            _encode(tmp, fitted * gain if gain != 1.0 else fitted, sample_rate, fmt, tags)
-            peak, frames = _decoded(tmp)
+            encoded = _encode(fitted * gain if gain != 1.0 else fitted, sample_rate, fmt, tags)
+            peak, frames = _decoded(encoded)
             if frames != len(fitted):
                 raise OutputError(f"{path.name}: Vorbis wrote {frames} frames, expected {len(fitted)}")
             if peak <= 1.0 or not fmt.normalize:
@@ -159,6 +164,7 @@ def write_audio(samples, sample_rate: int, path: Path, fmt: AudioFormat = AudioF
         else:
             raise OutputError(f"{path.name}: the Vorbis encoding still overshoots full scale after "
                               f"{_OGG_TRIES} tries", hint="write .wav or .flac")
+        tmp.write_bytes(encoded)
         if gain != 1.0:
             outcome["level"] = Level(level.peak, level.gain_db + 20 * math.log10(gain), level.clipped)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,7 @@ from trimesh.exchange.gltf import export_glb
 from trimesh.exchange.obj import export_obj
 
 from .. import __version__
-from ..errors import OutputError
-from ..outputs import write_atomic
+from ..outputs import storage_error, temporary_path, write_atomic
 
 FORMATS = {".glb": "glb", ".obj": "obj", ".ply": "ply", ".stl": "stl"}
 EXTENSIONS = tuple(FORMATS)
@@ -121,7 +119,7 @@ def write_together(contents: Callable[[Path], dict[Path, bytes]], path: Path, *,
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"cannot create {path.parent}: {err.strerror}") from None
+        raise storage_error(err, path.parent, "create") from None
     candidate, n = path, 1
     while True:
         files = contents(candidate)
@@ -140,12 +138,9 @@ def _place(files: dict[Path, bytes], overwrite: bool) -> bool:
     placed: list[Path] = []
     try:
         for target, data in files.items():
-            fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{target.suffix}",
-                                        dir=target.parent)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.chmod(name, 0o666 & ~_umask())
-            temps[target] = Path(name)
+            temps[target] = tmp = temporary_path(target)  # known before a byte is written: removed below
+            tmp.write_bytes(data)
+            os.chmod(tmp, 0o666 & ~_umask())
         for target, tmp in temps.items():
             if overwrite:
                 os.replace(tmp, target)
@@ -162,7 +157,7 @@ def _place(files: dict[Path, bytes], overwrite: bool) -> bool:
         if not overwrite:
             for done in placed:
                 done.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {next(reversed(files))}: {err.strerror or err}") from None
+        raise storage_error(err, next(reversed(files))) from None
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)

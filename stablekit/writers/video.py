@@ -21,18 +21,18 @@ The rules, written once:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import OutputError
-from ..outputs import write_atomic
+from ..outputs import StorageError, storage_error, temporary_folder, write_atomic
 
 EXTENSIONS = (".mp4", ".gif", ".webp")
 FRAMES = "frames"  # the format name of a folder of PNG frames
@@ -127,7 +127,11 @@ def _encode_mp4(frames: np.ndarray, tmp: Path, fps: int, comment: str | None) ->
     except OSError as err:
         raise EncodingError(f"cannot run ffmpeg ({err.strerror})") from None
     if result.returncode != 0:
-        lines = result.stderr.decode(errors="replace").strip().splitlines()
+        text = result.stderr.decode(errors="replace")
+        failed = next((number for number in _STORAGE_ERRNOS if os.strerror(number) in text), None)
+        if failed is not None:  # ffmpeg met the file system, not a codec problem: said like any other write
+            raise OSError(failed, os.strerror(failed))
+        lines = text.strip().splitlines()
         reason = lines[-1] if lines else f"exit status {result.returncode}"
         raise EncodingError(f"ffmpeg failed: {reason}")
 
@@ -158,6 +162,8 @@ def _encode_webp(frames: np.ndarray, tmp: Path, fps: int, comment: str | None) -
 
 
 _ENCODERS = {"mp4": _encode_mp4, "gif": _encode_gif, "webp": _encode_webp}
+# Errors of the file system (ffmpeg reports them by their strerror text): no frames are kept beside the target.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
 
 def write_video(frames, fps: int, path: Path, *, comment: str | None = None, overwrite: bool = False) -> VideoFile:
@@ -179,6 +185,8 @@ def write_video(frames, fps: int, path: Path, *, comment: str | None = None, ove
     encode = _ENCODERS[fmt]
     try:
         written = write_atomic(path, lambda tmp: encode(stored, tmp, fps, comment), overwrite=overwrite)
+    except StorageError:
+        raise  # a full or read-only disk takes no frames either
     except (OutputError, OSError, ValueError) as err:
         message = err.message if isinstance(err, OutputError) else f"{type(err).__name__}: {err}"
         raise _keep_frames(data, path, message, comment) from err
@@ -221,9 +229,9 @@ def write_frames(frames, folder: Path, *, comment: str | None = None, overwrite:
     parent = folder.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=parent))
+        tmp = temporary_folder(folder)
     except OSError as err:
-        raise OutputError(f"cannot write {folder}: {err.strerror}") from None
+        raise storage_error(err, folder) from None
     try:
         for index, frame in enumerate(_pil_frames(data)):
             info = PngInfo()
@@ -234,7 +242,7 @@ def write_frames(frames, folder: Path, *, comment: str | None = None, overwrite:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         return _move_into_place(tmp, folder, overwrite)
     except OSError as err:
-        raise OutputError(f"cannot write {folder}: {err.strerror or err}") from None
+        raise storage_error(err, folder) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -245,7 +253,7 @@ def _move_into_place(tmp: Path, folder: Path, overwrite: bool) -> Path:
         if folder.is_symlink() or not is_frames_folder(folder):
             raise OutputError(f"--overwrite replaces a folder of frames only: {folder} holds other files",
                               hint="choose another output name")
-        trash = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+        trash = temporary_folder(folder, ".old")
         os.replace(folder, trash / folder.name)
         os.replace(tmp, folder)
         shutil.rmtree(trash, ignore_errors=True)

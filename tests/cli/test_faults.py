@@ -30,7 +30,8 @@ class Case:
     files: dict[str, str | bytes] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     code: int | None = None  # 1 or 2; None: either
-    setup: str | None = None
+    setup: str | None = None  # one name, or several joined by '+'
+    keeps: bool = False  # the fault came after outputs were whole (stdout, the manifest): they stay, each complete
 
     def __str__(self) -> str:
         return self.name
@@ -50,6 +51,14 @@ def model_index(text: str, **more: str) -> dict[str, str | bytes]:
 
 
 NOT_SAFETENSORS = b"<html>404 not found</html>"
+# Every generating command, quick (input images from the input_images setup); -d or -o is added per case.
+AUDIO = ("audio", "rain", "-m", "tiny-audio", "--seconds", "0.5", "--seed", "1")
+VIDEO = ("video", "-i", "{tmp}/in.png", "-m", "tiny-svd", "--frames", "2", "--seed", "1")
+MESH = ("mesh", "-i", "{tmp}/in-rgba.png", "-m", "tiny-triposr", "--resolution", "32")
+JOBS = {"{tmp}/jobs.jsonl": '{"command": "image", "prompt": "x", "model": "tiny-sd"}\n'}
+COMMANDS = {"image": ("image", "x", "-m", "tiny-sd"), "audio": AUDIO, "video": VIDEO, "mesh": MESH,
+            "batch": ("batch", "{tmp}/jobs.jsonl")}
+SIDECAR = '{"parameters": {"command": "image", "model": "tiny-sd", "prompt": "x", "seed": 1}}'
 
 CASES = [
     # --- STABLEKIT_HOME -------------------------------------------------------------------------------
@@ -189,6 +198,106 @@ CASES = [
          ("not downloaded",), {"{tmp}/in.png": "not read"}),
     Case("hub-id-offline-text", ("text", "hi", "-m", "org/never-pulled"), ("not downloaded",)),
     Case("hub-id-dotdot", ("models", "pull", "org/.."), ("no such file or folder",)),
+    # --- the output folder, decided before anything loads (injected: tests run as root) ---------------------
+    *[Case(f"out-read-only-{cmd}", (*args, "-d", "{out}"), ("cannot write into {out}: the file system is read-only",
+                                                             "Hint:"), JOBS, code=1, setup="input_images+read_only_out")
+      for cmd, args in COMMANDS.items()],
+    *[Case(f"out-not-permitted-{cmd}", (*args, "-d", "{out}"), ("cannot write into {out}: permission denied",
+                                                                "Hint:"), JOBS, code=1,
+           setup="input_images+unwritable_out")
+      for cmd, args in COMMANDS.items()],
+    *[Case(f"out-is-a-file-{cmd}", (*args, "-d", "{tmp}/taken/sub"), ("{tmp}/taken",), {**JOBS, "{tmp}/taken": "mine"},
+           setup="input_images") for cmd, args in COMMANDS.items()],
+    Case("batch-manifest-not-permitted", ("batch", "{tmp}/jobs.jsonl", "--manifest", "{out}/m.jsonl", "-d", "{out}/o"),
+         ("permission denied",), JOBS, setup="unwritable_out"),
+    Case("reproduce-out-read-only", ("reproduce", "{tmp}/in.png", "-o", "{out}/again.png"),
+         ("cannot write into {out}: the file system is read-only",), {"{tmp}/in.png.json": SIDECAR},
+         setup="input_images+read_only_out"),
+    Case("lock-read-only", ("lock", "tiny-lm", "--lockfile", "{out}/stablekit.lock"), ("the file system is read-only",),
+         setup="read_only_late"),
+    # --- a full disk (or one gone read-only) while writing: one error, nothing half-written -------------------
+    Case("disk-full-image", ("image", "x", "-m", "tiny-sd", "-d", "{out}"), ("the disk is full", "Hint: free"),
+         code=1, setup="full_disk"),
+    Case("disk-full-image-sidecar", ("image", "x", "-m", "tiny-sd", "-d", "{out}"),
+         ("x-", ".png.json: the disk is full"), code=1, setup="full_disk_json"),
+    Case("disk-full-image-jpeg", ("image", "x", "-m", "tiny-sd", "-o", "{out}/a.jpg", "-n", "2"),
+         ("the disk is full",), code=1, setup="full_disk"),
+    Case("disk-read-only-late-image", ("image", "x", "-m", "tiny-sd", "-d", "{out}"),
+         ("the file system is read-only",), code=1, setup="read_only_late"),
+    Case("disk-not-permitted-late-image", ("image", "x", "-m", "tiny-sd", "-d", "{out}"), ("permission denied",),
+         code=1, setup="unwritable_late"),
+    Case("disk-full-audio", (*AUDIO, "-d", "{out}"), ("the disk is full",), code=1, setup="full_disk"),
+    Case("disk-full-audio-flac-sidecar", (*AUDIO, "-o", "{out}/a.flac"), ("a.flac.json: the disk is full",), code=1,
+         setup="full_disk_json"),
+    Case("disk-full-video-gif", (*VIDEO, "-o", "{out}/v.gif"), ("cannot write {out}/v.gif: the disk is full",),
+         code=1, setup="input_images+full_disk"),
+    Case("disk-full-video-frames", (*VIDEO, "-o", "{out}/frames/"), ("cannot write {out}/frames: the disk is full",),
+         code=1, setup="input_images+full_disk"),
+    Case("disk-full-video-frames-sidecar", (*VIDEO, "-o", "{out}/frames/"), ("frames.json: the disk is full",),
+         code=1, setup="input_images+full_disk_json"),
+    Case("disk-full-mesh", (*MESH, "-o", "{out}/m.glb"), ("cannot write {out}/m.glb: the disk is full",), code=1,
+         setup="input_images+full_disk"),
+    Case("disk-full-mesh-turntable", (*MESH, "-o", "{out}/m.ply", "--turntable", "t.gif", "--turntable-views", "2",
+                                      "--turntable-size", "32", "-d", "{out}"), ("t.gif: the disk is full",), code=1,
+         setup="input_images+full_disk_gif"),
+    Case("disk-full-batch-manifest", ("batch", "{tmp}/jobs.jsonl", "-d", "{out}"),
+         ("cannot write the manifest {out}/stablekit-batch.jsonl: the disk is full",), JOBS, code=1,
+         setup="full_disk_manifest", keeps=True),
+    Case("disk-full-lock", ("lock", "tiny-lm", "--lockfile", "{out}/stablekit.lock"),
+         ("cannot write {out}/stablekit.lock: the disk is full",), code=1, setup="full_disk"),
+    # --- stdout that cannot be written (in-process: an I/O error; /dev/full and pipes in test_process_faults) --
+    Case("stdout-eio-models-list", ("models", "list"), ("cannot write the results to stdout: input/output error",),
+         code=1, setup="stdout_eio"),
+    Case("stdout-eio-presets-list", ("presets", "list"), ("cannot write the results to stdout",), code=1,
+         setup="stdout_eio"),
+    Case("stdout-eio-dry-run", ("image", "x", "-m", "tiny-sd", "--dry-run", "--json"), ("cannot write the results",),
+         code=1, setup="stdout_eio"),
+    Case("stdout-enospc-image", ("image", "x", "-m", "tiny-sd", "-d", "{out}"),
+         ("cannot write the results to stdout: the disk is full", "with its sidecar"), code=1, setup="stdout_enospc",
+         keeps=True),
+    Case("stdout-eio-text", ("text", "hi", "-m", "tiny-lm", "--max-tokens", "3"), ("cannot write the results",),
+         code=1, setup="stdout_eio"),
+    Case("stdout-eio-info", ("info", "{tmp}/in.png"), ("cannot write the results",), {"{tmp}/in.png.json": SIDECAR},
+         code=1, setup="input_images+stdout_eio"),
+    # --- output names, decided before anything loads -----------------------------------------------------------
+    Case("template-date-spec", ("image", "x", "-m", "tiny-sd", "-o", "{date:%Y}.png"), ("bad template",), code=2),
+    Case("template-conversion", (*AUDIO, "-o", "{seed!r}.wav"), ("conversions are not filled in",), code=2),
+    Case("template-separator-fill", (*VIDEO, "-o", "{prompt:/>9}.gif"), ("may not hold braces or path separators",),
+         code=2, setup="input_images"),
+    Case("template-too-long", (*MESH, "-o", "{index:300}.glb"), ("longer than 255 bytes",), code=2,
+         setup="input_images"),
+    Case("template-item", ("image", "x", "-m", "tiny-sd", "-o", "{prompt[0]}.png"), ("unknown field {prompt[0]}",),
+         code=2),
+    Case("template-nested", ("image", "x", "-m", "tiny-sd", "-o", "{index:{seed}}.png"), ("braces",), code=2),
+    Case("template-bad-suffix-audio", (*AUDIO, "-o", "x.mp3"), ("'.mp3'",), code=2),
+    # --- no silent no-ops; no NaN or infinity anywhere ----------------------------------------------------------
+    Case("family-without-checkpoint", ("image", "x", "-m", "tiny-sd", "--family", "sdxl"),
+         ("--family only apply to a single-file checkpoint", "Hint: drop --family"), code=2),
+    Case("config-without-checkpoint", ("image", "x", "-m", "tiny-sdxl", "--config", "sdxl"),
+         ("--config only apply to a single-file checkpoint",), code=2),
+    Case("refiner-model-without-refiner", ("image", "x", "-m", "tiny-sdxl", "--refiner-model", "tiny-sdxl"),
+         ("--refiner-model without --refiner would do nothing",), code=2),
+    Case("refiner-split-without-refiner", ("image", "x", "-m", "tiny-sdxl", "--refiner-split", "0.5"),
+         ("--refiner-split without --refiner would do nothing", "Hint: add --refiner"), code=2),
+    Case("refiner-in-preset-without-refiner", ("image", "x", "-m", "tiny-sdxl", "-p", "{tmp}/p.toml"),
+         ("--refiner-model without --refiner",), {"{tmp}/p.toml": 'command = "image"\nrefiner_model = "sdxl"\n'},
+         code=2),
+    Case("nan-guidance-flag", ("image", "x", "-m", "tiny-sd", "--guidance", "nan"), ("must be a finite number",),
+         code=2),
+    Case("inf-strength-flag", ("image", "x", "-m", "tiny-sd", "--image", "{tmp}/in.png", "--strength", "inf"),
+         ("must be a finite number",), code=2, setup="input_images"),
+    Case("nan-lora-scale", ("image", "x", "-m", "tiny-sd", "--lora", "{tmp}/l.safetensors:nan"),
+         ("the scale must be a finite number",), {"{tmp}/l.safetensors": NOT_SAFETENSORS}, code=2),
+    Case("nan-seconds-audio", ("audio", "rain", "-m", "tiny-audio", "--seconds", "nan"), ("finite",), code=2),
+    Case("inf-guidance-video", (*VIDEO, "--max-guidance", "inf"), ("finite",), code=2, setup="input_images"),
+    Case("nan-threshold-mesh", (*MESH, "--threshold", "nan"), ("finite",), code=2, setup="input_images"),
+    Case("nan-temperature-text", ("text", "hi", "-m", "tiny-lm", "--temperature", "nan"), ("finite",), code=2),
+    Case("nan-in-preset", ("image", "x", "-m", "tiny-sd", "-p", "{tmp}/p.toml"), ("'guidance_scale' must be a finite",),
+         {"{tmp}/p.toml": 'command = "image"\nguidance_scale = nan\n'}, code=2),
+    Case("inf-in-job-line", ("batch", "{tmp}/jobs.jsonl", "-d", "{out}"), ("must be a finite number",),
+         {"{tmp}/jobs.jsonl": '{"command": "audio", "prompt": "x", "model": "tiny-audio", '
+                              '"guidance_scale": Infinity}\n'},
+         code=2),
 ]
 
 
@@ -269,6 +378,166 @@ def damaged_tiny_home(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]
     return {"STABLEKIT_HOME": str(_fresh_home(tmp_path, own))}
 
 
+def input_images(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    """{tmp}/in.png (RGB, for video and img2img) and {tmp}/in-rgba.png (an object on transparency, for mesh)."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 120, 40)).save(tmp_path / "in.png")
+    rgba = Image.new("RGBA", (48, 48), (0, 0, 0, 0))
+    rgba.paste((30, 60, 220, 255), (12, 12, 36, 36))
+    rgba.save(tmp_path / "in-rgba.png")
+    return {}
+
+
+def _inside(path, root: Path) -> bool:
+    return os.path.abspath(os.fspath(path)).startswith(str(root) + os.sep)
+
+
+def _out_is(tmp_path: Path, monkeypatch, *, read_only: bool = False, writable: bool = True) -> None:
+    """The output folder exists, on a file system that says it is read-only (statvfs), or not writable by this
+    user (access: root passes every permission check, so it is injected)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    real_statvfs, real_access = os.statvfs, os.access
+
+    class ReadOnly:
+        def __init__(self, result):
+            self._result = result
+            self.f_flag = result.f_flag | os.ST_RDONLY
+
+        def __getattr__(self, name):
+            return getattr(self._result, name)
+
+    if read_only:
+        monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly(real_statvfs(path)) if _inside(path, tmp_path)
+                            and os.path.abspath(path).startswith(str(out)) else real_statvfs(path))
+    if not writable:
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if os.path.abspath(os.fspath(path)).startswith(
+            str(out)) and mode & os.W_OK else real_access(path, mode, **kw))
+
+
+def read_only_out(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    _out_is(tmp_path, monkeypatch, read_only=True)
+    return {}
+
+
+def unwritable_out(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    _out_is(tmp_path, monkeypatch, writable=False)
+    return {}
+
+
+def _fail_writes(tmp_path: Path, monkeypatch, number: int, match=lambda name: True) -> None:
+    """Every file written under the output folder whose name `match`es fails with OSError(number) halfway (a
+    disk that fills up mid-write): Path.write_bytes / write_text (sidecars, meshes, audio, lockfiles), PIL's
+    save (images, GIF, WebP, PNG frames) and os.write (the manifest)."""
+    from PIL import Image
+
+    out = tmp_path / "out"
+    real_bytes, real_text, real_save, real_write = Path.write_bytes, Path.write_text, Image.Image.save, os.write
+
+    def hit(path) -> bool:
+        return isinstance(path, (str, os.PathLike)) and _inside(path, out) and match(os.path.basename(path))
+
+    def failure(path) -> OSError:
+        return OSError(number, os.strerror(number), str(path))
+
+    def write_bytes(self, data):
+        if hit(self):
+            real_bytes(self, data[:len(data) // 2])
+            raise failure(self)
+        return real_bytes(self, data)
+
+    def write_text(self, data, *args, **kwargs):
+        if hit(self):
+            real_text(self, data[:len(data) // 2], *args, **kwargs)
+            raise failure(self)
+        return real_text(self, data, *args, **kwargs)
+
+    def save(self, fp, *args, **kwargs):
+        if hit(fp):
+            real_bytes(Path(fp), b"\x89PNG\r\n half")
+            raise failure(fp)
+        return real_save(self, fp, *args, **kwargs)
+
+    def write(fd, data):
+        try:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            name = ""
+        if name and hit(name):
+            real_write(fd, data[:len(data) // 2])
+            raise failure(name)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(Image.Image, "save", save)
+    monkeypatch.setattr(os, "write", write)
+
+
+def full_disk(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    _fail_writes(tmp_path, monkeypatch, errno.ENOSPC)
+    return {}
+
+
+def full_disk_json(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    """Room for the output, none for its sidecar."""
+    _fail_writes(tmp_path, monkeypatch, errno.ENOSPC, lambda name: name.endswith(".json"))
+    return {}
+
+
+def full_disk_gif(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    _fail_writes(tmp_path, monkeypatch, errno.ENOSPC, lambda name: name.endswith(".gif"))
+    return {}
+
+
+def full_disk_png(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    _fail_writes(tmp_path, monkeypatch, errno.ENOSPC, lambda name: name.endswith(".png"))
+    return {}
+
+
+def full_disk_dog(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    """The second prompt's image meets a full disk; the first one's was written whole."""
+    _fail_writes(tmp_path, monkeypatch, errno.ENOSPC, lambda name: "a-dog" in name)
+    return {}
+
+
+def full_disk_manifest(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    _fail_writes(tmp_path, monkeypatch, errno.ENOSPC, lambda name: name.endswith(".jsonl"))
+    return {}
+
+
+def read_only_late(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    """The file system turns read-only after the checks before loading (remounted, say)."""
+    _fail_writes(tmp_path, monkeypatch, errno.EROFS)
+    return {}
+
+
+def unwritable_late(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    _fail_writes(tmp_path, monkeypatch, errno.EACCES)
+    return {}
+
+
+def _stdout_fails(monkeypatch, number: int) -> None:
+    """stdout refuses every write (what a full disk or a dead terminal does to a redirected stdout)."""
+    import conftest
+
+    def write(text):
+        raise OSError(number, os.strerror(number))
+
+    monkeypatch.setattr(conftest._STDOUT, "write", write)
+
+
+def stdout_eio(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    _stdout_fails(monkeypatch, errno.EIO)
+    return {}
+
+
+def stdout_enospc(tmp_path: Path, home: Path, monkeypatch) -> dict[str, str]:
+    _stdout_fails(monkeypatch, errno.ENOSPC)
+    return {}
+
+
 # --- the runner --------------------------------------------------------------------------------------------
 
 
@@ -308,8 +577,8 @@ def test_fault_is_one_clear_error(case: Case, tmp_path, stablekit_home, monkeypa
         else:
             path.write_text(_fill(content, where))
     env = {k: _fill(v, where) for k, v in case.env.items()}
-    if case.setup:
-        env.update(globals()[case.setup](tmp_path, stablekit_home, monkeypatch))
+    for setup in (case.setup or "").split("+") if case.setup else ():
+        env.update(globals()[setup](tmp_path, stablekit_home, monkeypatch))
     homes = [stablekit_home, Path(env.get("STABLEKIT_HOME", stablekit_home)), out, tmp_path / "hf-home"]
     before = _outside(tmp_path, homes)
 
@@ -324,13 +593,43 @@ def test_fault_is_one_clear_error(case: Case, tmp_path, stablekit_home, monkeypa
     assert "Traceback" not in result.stderr + result.stdout
     for needle in case.needles:
         assert _fill(needle, where) in result.stderr, result.stderr
-    assert result.stdout == "", result.stdout  # no result is printed for a run that failed
     assert _outside(tmp_path, homes) == before
-    assert not out.exists() or not any(out.iterdir()), "a failed run left output behind"
+    if case.keeps:  # what was finished before the fault stays, whole; only it is printed
+        kept = _whole_outputs(out)
+        assert all(line in kept for line in result.stdout.split()), (result.stdout, kept)
+        return
+    assert result.stdout == "", result.stdout  # no result is printed for a run that failed
+    assert not out.exists() or not any(out.iterdir()), f"a failed run left output behind: {list(out.iterdir())}"
+
+
+def _whole_outputs(out: Path) -> list[str]:
+    """The outputs in `out`, each checked whole: no temporary files, every output with its sidecar and every
+    sidecar with its output (the batch manifest aside)."""
+    names = {p.name for p in out.iterdir()}
+    assert not [n for n in names if ".partial" in n], names
+    outputs = [n for n in names if not n.endswith((".json", ".jsonl"))]
+    assert all(f"{n}.json" in names for n in outputs), names
+    assert all(n[:-5] in names for n in names if n.endswith(".json")), names
+    return [str(out / n) for n in outputs]
+
+
+def test_a_full_disk_fails_the_job_it_meets_and_the_rest_still_run(tmp_path, stablekit_home, monkeypatch):
+    """A prompts file (the batch loop): the image that meets the full disk is that job's error, said once as it
+    happens and counted at the end; the other prompt's image is whole; nothing half-written."""
+    out = tmp_path / "out"
+    (tmp_path / "p.txt").write_text("a dog\na cat\n")
+    full_disk_dog(tmp_path, stablekit_home, monkeypatch)
+    result = run_cli("image", "--prompts-file", str(tmp_path / "p.txt"), "-m", "tiny-sd", "--seed", "5", "-d", str(out))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [f"Error: prompt 1: cannot write {out}/a-dog-5.png: the disk is full",
+                      "Error: 1 of 2 prompts failed: prompt 1"], result.stderr
+    assert result.stdout.split() == _whole_outputs(out) == [str(out / "a-cat-6.png")]
 
 
 def test_the_table_covers_every_command():
     commands = {case.args[0] if case.args[0] != "models" else " ".join(case.args[:2]) for case in CASES}
     assert {"image", "video", "audio", "mesh", "text", "models list", "models info", "models pull",
-            "models rm"} <= commands
+            "models rm", "batch", "reproduce", "lock", "info", "presets"} <= commands
+    assert len(CASES) >= 60
     assert len({case.name for case in CASES}) == len(CASES)

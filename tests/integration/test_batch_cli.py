@@ -160,11 +160,16 @@ def test_models_are_released_least_recently_used_under_a_small_budget(tmp_path, 
             link.symlink_to(built.name)
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"command": "image", "prompt": f"a {name}", "model": f"lru-{name}",
                                                  "id": name} for name in "abc"])
-    records, stderr = batch(str(jobs), "-d", str(tmp_path / "out"), "--vram", "3")
+    # A budget with room for one model's weights beside the next one's peak, not two: from the planner's figures.
+    (model,) = batch(str(jobs), "-d", str(tmp_path / "out"), "--dry-run", "--vram", "100")[0][:1]
+    plan = model["plans"][0]["plan"]
+    share = plan["budget_gib"] / 100
+    vram = (plan["weights_gib"] * 1.5 + plan["peak_gib"]) / share
+    records, stderr = batch(str(jobs), "-d", str(tmp_path / "out"), "--vram", f"{vram:.3f}")
     assert [(r["id"], r["loaded"], r["released"]) for r in records] == [
         ("a", ["lru-a"], []), ("b", ["lru-b"], []), ("c", ["lru-c"], ["lru-a"])]
     assert "released lru-a to make room" in stderr
-    roomy, _ = batch(str(jobs), "-d", str(tmp_path / "roomy"), "--vram", "30")
+    roomy, _ = batch(str(jobs), "-d", str(tmp_path / "roomy"), "--vram", f"{vram * 3:.3f}")
     assert [r["released"] for r in roomy] == [[], [], []]
 
 

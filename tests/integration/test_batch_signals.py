@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,6 +94,13 @@ def test_after_sigkill_a_rerun_finishes_and_removes_the_temporary_files_left(tmp
     finished = {r["id"] for r in manifest_lines(out) if r["status"] == "done"}
     stderr = assert_complete(jobs, out, finished, keep=(alive,))
     assert not dead.exists() and "left by a killed run" in stderr
+    # Now every job is done: a rerun skips them all without loading a model, or even importing torch.
+    again = subprocess.run([sys.executable, "-X", "importtime", "-m", "stablekit", "batch", str(jobs), "-d", str(out),
+                            "--json"], capture_output=True, text=True, env=os.environ, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert {json.loads(line)["status"] for line in again.stdout.splitlines()} == {"skipped"}
+    imported = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", again.stderr, flags=re.M))
+    assert "torch" not in imported and "diffusers" not in imported
 
 
 def manifest_lines(out: Path) -> list[dict]:

@@ -60,10 +60,19 @@ def test_less_vram_means_more_offload():
     sdxl = load_registry().get("sdxl")
     order = ["none", "model", "group", "sequential"]
     offloads = [plan(sdxl, PROFILES[p], default_workload(sdxl)).offload
-                for p in ("cuda-80GB-cc9.0", "cuda-12GB-cc8.9", "cuda-8GB-cc8.9", "cuda-4GB-cc7.5")]
-    assert offloads[0] == "none"
+                for p in ("cuda-80GB-cc9.0", "cuda-24GB-cc8.9", "cuda-12GB-cc8.9", "cuda-8GB-cc8.9")]
+    assert offloads[0] == "none" and offloads[-1] != "none"
     assert [order.index(o) for o in offloads] == sorted(order.index(o) for o in offloads)
-    assert offloads[-1] != "none"
+
+
+def test_sdxl_at_1024_on_4gb_fp16_says_a_smaller_size_fits():
+    """fp16 (no bf16 at cc 7.5): SDXL's VAE decodes upcast to fp32, 4.3 GiB for one 1024^2 image, and its
+    tiles are 1024 px, so no offload brings it under 3.4 GiB; 768^2 does fit."""
+    sdxl = load_registry().get("sdxl")
+    with pytest.raises(DoesNotFitError) as err:
+        plan(sdxl, PROFILES["cuda-4GB-cc7.5"], default_workload(sdxl))
+    assert "--width 768 --height 768" in err.value.hint
+    assert plan(sdxl, PROFILES["cuda-4GB-cc7.5"], default_workload(sdxl, width=768, height=768)).offload != "none"
 
 
 def test_reasons_name_the_memory_figures():
@@ -149,3 +158,113 @@ def test_plan_is_pure():
     spec = load_registry().get("sd3-medium")
     first = plan(spec, PROFILES["cuda-12GB-cc8.9"], default_workload(spec))
     assert first == plan(spec, PROFILES["cuda-12GB-cc8.9"], default_workload(spec))
+
+
+# --- issue 17: the plans against measured and published peaks ------------------------------------------------
+
+def test_sdxl_batch_4_on_16gb_decodes_one_image_at_a_time():
+    """Published (A100): SDXL batch 4 with model offload ~20 GB, because the VAE decodes the 4 images at once
+    (in fp32: force_upcast). A 16 GB card must not get that: the batch is decoded one image at a time."""
+    from stablekit.memory_plan import Strategy, estimate
+
+    sdxl = load_registry().get("sdxl")
+    work = default_workload(sdxl, batch=4)
+    unsliced = estimate(sdxl, work, "float16", "cuda", Strategy("model"))
+    assert 0.85 <= unsliced.peak / (20.2e9 / 1024**3) <= 1.15 and unsliced.phase == "decode"
+    for cc in ((8, 9), (7, 5)):
+        result = plan(sdxl, Hardware("cuda", "16 GB", 16, 15.5, 64, 60, cc, 1), work)
+        assert result.vae_slicing and result.peak_gib <= result.budget_gib
+        sliced = estimate(sdxl, work, result.dtype, "cuda", Strategy(result.offload, result.vae_tiling, True))
+        assert sliced.peak == pytest.approx(result.peak_gib, abs=0.01)
+
+
+def test_sd3_medium_model_offload_plans_t5_beside_a_clip_encoder():
+    """Published: SD3 Medium with model offload ~12.1 GB; T5 (8.9 GiB) stays while CLIP-G runs again."""
+    from stablekit.memory_plan import Strategy, estimate
+
+    sd3 = load_registry().get("sd3-medium")
+    work = default_workload(sd3)
+    model = estimate(sd3, work, "float16", "cuda", Strategy("model"))
+    assert 0.85 <= model.peak / (12.1e9 / 1024**3) <= 1.15 and "text_encoder_3" in model.phase
+    on_12gb = plan(sd3, PROFILES["cuda-12GB-cc8.9"], work)
+    assert on_12gb.offload != "model" and on_12gb.peak_gib <= on_12gb.budget_gib
+    on_16gb = plan(sd3, Hardware("cuda", "16 GB", 16, 15.5, 64, 60, (8, 9), 1), work)
+    assert on_16gb.offload == "model" and on_16gb.peak_gib <= on_16gb.budget_gib
+
+
+def test_stable_audio_plans_its_full_window_whatever_the_length():
+    audio = load_registry().get("stable-audio-open")
+    short, full = (plan(audio, PROFILES["cuda-8GB-cc8.9"], default_workload(audio, seconds=s)) for s in (2, 47))
+    assert short.peak_gib == full.peak_gib
+
+
+def test_device_map_gets_the_budget_left_beside_the_kv_cache():
+    from stablekit.devices import transformers_load_kwargs
+    from stablekit.memory_plan import kv_cache_gib
+
+    lm = load_registry().get("stablelm-2-12b-chat")
+    result = plan(lm, PROFILES["cuda-24GB-cc8.9"], default_workload(lm))
+    assert result.offload == "model" and 0 < result.device_weights_gib < result.budget_gib
+    kv = kv_cache_gib(lm, 4096, "bfloat16")
+    assert kv == pytest.approx(2 * 40 * 8 * 160 * 4096 * 2 / 1024**3)
+    assert result.device_weights_gib + kv <= result.budget_gib
+    budget = transformers_load_kwargs(result)["max_memory"][0]
+    assert budget == f"{int(result.device_weights_gib * 1024)}MiB"  # accelerate is handed the same figure
+
+
+def test_cpu_load_peak_counts_the_file_dtype_copy():
+    """Measured (benchmarks/memory.py): SD-Turbo from 16-bit files peaks above its fp32 weights while loading;
+    loaded as bf16 the files are mapped, not copied."""
+    from stablekit.memory_plan import Strategy, estimate
+
+    turbo = load_registry().get("sd-turbo")
+    work = default_workload(turbo)
+    fp32 = estimate(turbo, work, "float32", "cpu", Strategy())
+    bf16 = estimate(turbo, work, "bfloat16", "cpu", Strategy())
+    assert fp32.load - fp32.weights == pytest.approx(865.9e6 * 2 / 1024**3 + 0.5, abs=0.01)
+    assert bf16.load == pytest.approx(0.5, abs=0.01)  # mapped: resident only once the generation touches them
+
+
+def test_planning_for_a_gpu_this_machine_lacks():
+    from stablekit.devices import hypothetical
+
+    cpu = PROFILES["cpu-16GB"]
+    sdxl = load_registry().get("sdxl")
+    gpu = hypothetical(cpu, "cuda", 8, (7, 5))
+    result = plan(sdxl, gpu, default_workload(sdxl, width=768, height=768), Overrides(device="cuda", vram_gib=8))
+    assert result.device == "cuda" and result.dtype == "float16" and "does not have" in result.reasons[0]
+    assert hypothetical(cpu, "cuda", 8).compute_capability == (8, 0)
+    assert hypothetical(cpu, "cpu", 8) is cpu
+    with pytest.raises(UsageError, match="say how much memory"):
+        hypothetical(cpu, "mps", None)
+
+
+def test_a_plan_that_does_not_fit_carries_the_failing_plan():
+    sdxl = load_registry().get("sdxl")
+    with pytest.raises(DoesNotFitError) as err:
+        plan(sdxl, PROFILES["cuda-4GB-cc7.5"], default_workload(sdxl))
+    failed = err.value.failed_plan
+    assert failed.fits is False and failed.peak_gib > failed.budget_gib
+    assert failed.reasons[-1].startswith("does not fit: sdxl does not fit")
+    assert "GiB free" in err.value.hint
+
+
+def test_dry_run_plans_an_absent_gpu_and_shows_a_failing_plan(monkeypatch):
+    """runner.dry_run on this (GPU-less or not) machine: --device cuda --vram plans a hypothetical GPU; a plan
+    that does not fit is yielded with fits: false before DoesNotFitError; without --dry-run it stays an error."""
+    from stablekit import devices, runner
+    from stablekit.jobs import job_from
+
+    monkeypatch.setattr(devices, "probe", lambda device=None: PROFILES["cpu-16GB"])
+    job = job_from("image", {"prompt": "a cat", "model": "sdxl", "device": "cuda", "vram": 6.0, "seed": 1})
+    (record,) = runner.dry_run(job, compute_capability=(7, 5))
+    assert record["fits"] and record["hardware"]["hypothetical"] and record["hardware"]["accelerator"] == "cuda"
+    assert record["plan"]["dtype"] == "float16" and record["plan"]["peak_gib"] <= record["plan"]["budget_gib"]
+    small = job.with_request(vram=2.0)
+    shown = []
+    with pytest.raises(DoesNotFitError):
+        for data in runner.dry_run(small):
+            shown.append(data)
+    assert [d["fits"] for d in shown] == [False] and shown[0]["plan"]["fits"] is False
+    with pytest.raises(UsageError, match="no CUDA device"):
+        runner.plan_job(job)

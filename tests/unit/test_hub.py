@@ -192,7 +192,9 @@ def test_describe_repo_reads_configs_and_header_sizes_only(online, tmp_path):
                                       '"max_position_embeddings": 512}')
     save_file({"w": torch.zeros(1000, 500)}, repo / "model.safetensors")
     online.repos["org/lm"] = repo
-    found = hub.describe_repo("org/lm")
+    from stablekit.hub_describe import describe_repo
+
+    found = describe_repo("org/lm")
     assert found.counts == {"model": 0.5} and "model.safetensors" in found.listing
     assert not (found.folder / "model.safetensors").exists()  # sizes from the header, by a byte range
     spec = load_registry().resolve("org/lm", "text")

@@ -24,6 +24,9 @@ def two_gpus(monkeypatch):
         get_device_capability=lambda index=0: GPUS[index][3],
     )
     monkeypatch.setattr(torch, "cuda", cuda)
+    import psutil  # a machine with RAM to spare, whatever this one has free right now
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=64 * GIB, available=48 * GIB))
 
 
 @pytest.mark.parametrize(("device", "name", "free", "capability"), [
@@ -41,7 +44,7 @@ def test_gpu_one_plans_with_its_own_memory_and_bf16(two_gpus):
     from stablekit.registry import load_registry
 
     spec = load_registry().get("sdxl")
-    work = devices.default_workload(spec)
+    work = devices.default_workload(spec, width=768, height=768)  # 1024^2 does not fit 4 GiB in fp16
     on_one = devices.plan(spec, devices.probe("cuda:1"), work, devices.Overrides(device="cuda:1"))
     on_zero = devices.plan(spec, devices.probe("cuda:0"), work, devices.Overrides(device="cuda:0"))
     assert on_one.dtype == "bfloat16" and on_one.offload == "none" and on_one.budget_gib > 60
