@@ -86,11 +86,12 @@ def audio(
         help="Sample format of .wav (16, 24, 32f) and .flac (16, 24).  \\[default: the format's 16-bit]")] = None,
     normalize: Annotated[bool, typer.Option(
         "--normalize/--no-normalize", rich_help_panel=OUTPUT_PANEL,
+        metavar="",
         help="Lower a clip that peaks beyond full scale to full scale, or clip the samples beyond it.")] = True,
     fmt: FormatOpt = None,
     no_metadata: Annotated[bool, typer.Option(
         "--no-metadata", rich_help_panel=OUTPUT_PANEL,
-        help="Write no tags (title, software, parameters) into the file; the sidecar stays.")] = False,
+        metavar="", help="Write no tags (title, software, parameters) into the file; the sidecar stays.")] = False,
     json_output: JsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,

@@ -63,14 +63,14 @@ def batch(
     manifest: Annotated[str | None, typer.Option(
         "--manifest", rich_help_panel="Output",
         help="Where each job's record is appended.  \\[default: OUTPUT_DIR/stablekit-batch.jsonl]")] = None,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing job.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", metavar="", help="Stop at the first failing job.")] = False,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     offload: OffloadOpt = None,
     vram: VramOpt = None,
     json_output: Annotated[bool, typer.Option(
-        "--json", help="One JSON record per job on stdout (the manifest's).")] = False,
+        "--json", metavar="", help="One JSON record per job on stdout (the manifest's).")] = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
     engine: Annotated[Engine, typer.Option(

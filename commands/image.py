@@ -95,7 +95,7 @@ def image(
     lora: Annotated[list[str] | None, typer.Option(
         "--lora", rich_help_panel=INPUT_PANEL, help="LoRA file, folder or hub repo, with :SCALE; repeatable.")] = None,
     refiner: Annotated[bool, typer.Option(
-        "--refiner", rich_help_panel=INPUT_PANEL, help="Finish SDXL images with the refiner.")] = False,
+        "--refiner", rich_help_panel=INPUT_PANEL, metavar="", help="Finish SDXL images with the refiner.")] = False,
     refiner_model: Annotated[str | None, typer.Option(
         "--refiner-model", rich_help_panel=INPUT_PANEL,
             help="Refiner to use.  " + default("image", "refiner_model"))] = None,
@@ -119,17 +119,18 @@ def image(
     decoder: DecoderOpt = None,
     compile_: Annotated[bool, typer.Option(
         "--compile", rich_help_panel="Device",
+        metavar="",
         help="torch.compile the denoiser: faster steps after a one-time compile (a minute or more; cached).")] = False,
     fast: Annotated[bool, typer.Option(
         "--fast", rich_help_panel="Device",
-        help="CUDA only: compile, channels_last and fused QKV projections (slower first image).")] = False,
+        metavar="", help="CUDA only: compile, channels_last and fused QKV projections (slower first image).")] = False,
     output: OutputOpt = None,
     output_dir: OutputDirOpt = ".",
     overwrite: OverwriteOpt = False,
     fmt: FormatOpt = None,
     no_metadata: Annotated[bool, typer.Option(
         "--no-metadata", rich_help_panel="Output",
-        help="Embed no parameters in the image (the sidecar stays).")] = False,
+        metavar="", help="Embed no parameters in the image (the sidecar stays).")] = False,
     json_output: JsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,

@@ -23,7 +23,8 @@ def info(
     ctx: typer.Context,
     files: Annotated[list[str], typer.Argument(help="Files (or frame folders) to read.")],
     json_output: Annotated[bool, typer.Option(
-        "--json", help="Print the job object that made each file (for A1111 files, the nearest job).")] = False,
+        "--json", metavar="",
+        help="Print the job object that made each file (for A1111 files, the nearest job).")] = False,
 ) -> None:
     """Show what made a file: model, prompt, seed and every setting, without loading a model."""
     from stablekit.info import report

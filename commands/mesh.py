@@ -78,9 +78,10 @@ def mesh(
         "--image-model", autocompletion=complete_model,
         help="Image model for a prompt.  \\[default: sdxl-turbo]")] = None,
     keep_image: Annotated[bool, typer.Option(
-        "--keep-image", help="Keep the image drawn from the prompt beside the mesh (.png).")] = False,
+        "--keep-image", metavar="", help="Keep the image drawn from the prompt beside the mesh (.png).")] = False,
     remove_bg: Annotated[bool | None, typer.Option(
-        "--remove-bg/--no-remove-bg", help="Cut an RGB image's object out with rembg (optional dependency); "
+        "--remove-bg/--no-remove-bg", metavar="",
+        help="Cut an RGB image's object out with rembg (optional dependency); "
         "--no-remove-bg uses it as it is.  \\[default: remove]")] = None,
     foreground_ratio: Annotated[float | None, typer.Option(
         "--foreground-ratio", rich_help_panel=MESH_PANEL,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .options import JsonOpt, complete_model
+from .options import JsonOpt, complete_model, json_listing
 
 app = typer.Typer(help="List, inspect, download and remove models.", no_args_is_help=True)
 
@@ -44,7 +44,7 @@ def list_models(
     ctx: typer.Context,
     modality: Annotated[str | None, typer.Option(
         "--modality", help="Only image, video, audio, mesh or text models.")] = None,
-    json_output: JsonOpt = False,
+    json_output: json_listing("models: id, name, modality, tasks, source, licence, memory, download state") = False,
 ) -> None:
     """List every known model, with licence, memory needs and download state."""
     from stablekit.errors import UsageError
@@ -117,9 +117,10 @@ def pull(
         help="Model id or alias (with --locked: all locked models when omitted).", autocompletion=complete_model)]
     = None,
     configs_only: Annotated[bool, typer.Option(
-        "--configs-only", help="Only configs and tokenizers (what single-file checkpoints need).")] = False,
+        "--configs-only", metavar="", help="Only configs and tokenizers (what single-file checkpoints need).")] = False,
     locked: Annotated[bool, typer.Option(
-        "--locked", help="Fetch exactly the files stablekit.lock lists, at the locked commit, and check them.")]
+        "--locked", metavar="",
+        help="Fetch exactly the files stablekit.lock lists, at the locked commit, and check them.")]
     = False,
 ) -> None:
     """Download a model's files (only those its loader reads), or build a tiny model."""
@@ -167,7 +168,7 @@ def path(ctx: typer.Context, model: ModelArg) -> None:
 def remove(
     ctx: typer.Context,
     model: ModelArg,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a model's downloaded (or built) files."""
     import sys

@@ -85,7 +85,8 @@ ComputeCapabilityOpt = Annotated[str | None, typer.Option(
     help="With --dry-run --device cuda --vram GB: plan for a GPU of this compute capability, present or not "
          "(bf16 from 8.0).  \\[default: 8.0]")]
 DryRunOpt = Annotated[bool, typer.Option(
-    "--dry-run", rich_help_panel=DEVICE_PANEL, help="Print the device plan and exit: nothing is downloaded or loaded.")]
+    "--dry-run", rich_help_panel=DEVICE_PANEL, metavar="",
+    help="Print the device plan and exit: nothing is downloaded or loaded.")]
 OutputOpt = Annotated[str | None, typer.Option(
     "--output", "-o", rich_help_panel=OUTPUT_PANEL,
     help="File name or template, e.g. 'renders/{model}-{seed}-{index}.png'. "
@@ -93,12 +94,18 @@ OutputOpt = Annotated[str | None, typer.Option(
 OutputDirOpt = Annotated[str, typer.Option(
     "--output-dir", "-d", rich_help_panel=OUTPUT_PANEL, help="Folder that relative outputs go into.")]
 OverwriteOpt = Annotated[bool, typer.Option(
-    "--overwrite", rich_help_panel=OUTPUT_PANEL, help="Replace existing files instead of choosing a numbered name.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per output on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors: no progress.")]
+    "--overwrite", rich_help_panel=OUTPUT_PANEL, metavar="",
+    help="Replace existing files instead of choosing a numbered name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="One JSON object per output on stdout.")]
+
+
+def json_listing(what: str):
+    """--json of a list command: says what the one JSON array holds."""
+    return Annotated[bool, typer.Option("--json", metavar="", help=f"Print one JSON array of {what} on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Only results and errors: no progress.")]
 NoServerOpt = Annotated[bool, typer.Option(
     "--no-server", rich_help_panel=DEVICE_PANEL,
-    help="Run here even when `stablekit serve` is running (also: STABLEKIT_SERVER=0).")]
+    metavar="", help="Run here even when `stablekit serve` is running (also: STABLEKIT_SERVER=0).")]
 def _lock_command(ctx: typer.Context, locked: bool) -> bool:
     """--locked holds for the whole command, from reading the model's configs to the last load."""
     if locked:
@@ -110,7 +117,8 @@ def _lock_command(ctx: typer.Context, locked: bool) -> bool:
 
 LockedOpt = Annotated[bool, typer.Option(
     "--locked", rich_help_panel=DEVICE_PANEL, callback=_lock_command,
-    help="Load only the files in stablekit.lock, each checked against its sha256 (also: STABLEKIT_LOCKED=1).")]
+    metavar="", help="Load only the files in stablekit.lock, each checked against its sha256 "
+                     "(also: STABLEKIT_LOCKED=1).")]
 
 
 def value(option: Enum | None) -> str | None:

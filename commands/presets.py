@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .options import JsonOpt, complete_preset
+from .options import JsonOpt, complete_preset, json_listing
 
 app = typer.Typer(help="List and show presets (TOML files; yours go in $STABLEKIT_HOME/presets).",
                   no_args_is_help=True)
@@ -18,7 +18,10 @@ def _as_dict(preset) -> dict:
 
 
 @app.command("list")
-def list_presets(ctx: typer.Context, json_output: JsonOpt = False) -> None:
+def list_presets(
+    ctx: typer.Context,
+    json_output: json_listing("presets: name, command, description, values, path, origin, problem") = False,
+) -> None:
     """List the presets; a file that cannot be used is listed as broken, with the reason.
 
     --json prints one JSON array of {name, command, description, values, path, origin, problem}.

@@ -29,11 +29,12 @@ def reproduce(
     output: Annotated[str | None, typer.Option(
         "--output", "-o", help="Where to write the reproduction.  \\[default: NAME-reproduced.EXT here; "
                                "with --verify alone nothing is kept]")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Compare the reproduction with FILE and print a verdict.")]
-    = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify", metavar="", help="Compare the reproduction with FILE and print a verdict.")] = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
-    json_output: Annotated[bool, typer.Option("--json", help="One JSON object: path, verdict and measures.")] = False,
+    json_output: Annotated[bool, typer.Option(
+        "--json", metavar="", help="One JSON object: path, verdict and measures.")] = False,
 ) -> None:
     """Run the job recorded in FILE again: same model, parameters and seed, on this machine's device plan."""
     from stablekit.reproduce import reproduce as run

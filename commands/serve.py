@@ -28,7 +28,7 @@ def serve(
         help="Release a model unused this long, and exit after this long idle with nothing loaded "
              "(10m, 90s, 1h30m; 0 = never).")] = "10m",
     detach: Annotated[bool, typer.Option(
-        "--detach", help="Run in the background: pid and log in STABLEKIT_HOME/server/.")] = False,
+        "--detach", metavar="", help="Run in the background: pid and log in STABLEKIT_HOME/server/.")] = False,
     log_file: Annotated[str | None, typer.Option("--log-file", hidden=True)] = None,
 ) -> None:
     """Keep models loaded between commands: a local server the generating commands use when it runs."""

@@ -76,7 +76,7 @@ StopOpt = Annotated[list[str] | None, typer.Option(
     "--stop", rich_help_panel=GENERATION_PANEL,
     help="End the answer where this text appears (left out of the output). Repeatable.")]
 TrustOpt = Annotated[bool, typer.Option(
-    "--trust-remote-code", help="Allow a model folder's own Python code to run (some hub models need it).")]
+    "--trust-remote-code", metavar="", help="Allow a model folder's own Python code to run (some hub models need it).")]
 
 
 class Quantize(str, Enum):
@@ -90,7 +90,7 @@ QuantizeOpt = Annotated[Quantize | None, typer.Option(
 HistoryOpt = Annotated[str | None, typer.Option(
     "--history", metavar="FILE", help="Chat history JSON: resumed when it exists, saved after every answer.")]
 TextJsonOpt = Annotated[bool, typer.Option(
-    "--json", help="No streaming: one JSON object per answer (text, finish reason, token counts, timing).")]
+    "--json", metavar="", help="No streaming: one JSON object per answer (text, finish reason, token counts, timing).")]
 
 
 def text(
@@ -98,11 +98,12 @@ def text(
     prompt: Annotated[str | None, typer.Argument(
         help="What to complete or ask. '-' (or nothing, with stdin piped) reads it from stdin.")] = None,
     chat_mode: Annotated[bool, typer.Option(
-        "--chat", help="Start a conversation instead (as `stablekit chat`; PROMPT is the first message).")] = False,
+        "--chat", metavar="",
+        help="Start a conversation instead (as `stablekit chat`; PROMPT is the first message).")] = False,
     system: SystemOpt = None,
     raw: Annotated[bool, typer.Option(
         "--raw", rich_help_panel=GENERATION_PANEL,
-        help="Plain completion, even with a chat model (no chat template).")] = False,
+        metavar="", help="Plain completion, even with a chat model (no chat template).")] = False,
     max_tokens: MaxTokensOpt = None,
     min_tokens: MinTokensOpt = None,
     temperature: TemperatureOpt = None,

@@ -68,7 +68,8 @@ def video(
         "--image-model", autocompletion=complete_model,
         help="Image model that draws a prompt's first frame.  " + default("video", "image_model"))] = None,
     keep_image: Annotated[bool, typer.Option(
-        "--keep-image", help="Keep the first frame drawn from the prompt beside the video (.png).")] = False,
+        "--keep-image", metavar="",
+        help="Keep the first frame drawn from the prompt beside the video (.png).")] = False,
     frames: Annotated[int | None, typer.Option(
         "--frames", help="Number of frames.  \\[default: the model's]")] = None,
     fps: Annotated[int | None, typer.Option(
@@ -112,7 +113,7 @@ def video(
     fmt: FormatOpt = None,
     no_metadata: Annotated[bool, typer.Option(
         "--no-metadata", rich_help_panel=OUTPUT_PANEL,
-        help="Embed no parameters in the video (the sidecar stays).")] = False,
+        metavar="", help="Embed no parameters in the video (the sidecar stays).")] = False,
     json_output: JsonOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,

@@ -27,9 +27,10 @@ def _version(value: bool) -> None:
 
 def _global_options(
     ctx: typer.Context,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors: no progress.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="",
+    help="Only results and errors: no progress.")] = False,
     version: Annotated[bool | None, typer.Option(
-        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+        "--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit.")] = None,
 ) -> None:
     ctx.obj = Console(quiet=quiet)
     ctx.call_on_close(ctx.obj.close)  # a failed run's last stage must not beat on after it (main() may run again)

@@ -38,25 +38,32 @@ class Formula:
 # Fitted constants, with the measurement each comes from ("bench" = benchmarks/memory.py on the CPU, float32
 # compute, figures in the README's table; "pub" = shared/notes/models.md's published GPU figures).
 FORMULAS: dict[str, Formula] = {
+    # decode: the slope of SD-Turbo's generation peak from 256^2 to 512^2 (5.71 -> 6.55 GiB, float32, guidance 0:
+    # the VAE decode is the peak), 4.27 GiB/MP in fp32; the intercept is RUNTIME_GIB["cpu"]
     "sd15": Formula(denoise=0.55, decode=2.15, tile_megapixels=0.262, block_share=0.30,
-                    source="bench sd-turbo 256/512, sd15 CFG 512, batch 2 with and without slicing"),
+                    source="decode: bench sd-turbo 256/512 (same VAE); denoise: [provisional] not separated yet"),
     "sd21": Formula(denoise=0.55, decode=2.15, tile_megapixels=0.262, block_share=0.30,
-                    source="bench sd-turbo 256/512 (SD 2.1 architecture)"),
+                    source="decode: bench sd-turbo 256/512; denoise: [provisional] not separated yet"),
     "sdxl": Formula(denoise=1.0, decode=2.15, tile_megapixels=1.05, block_share=0.47,
-                    source="decode: the SD VAE's (bench); denoise: pub SDXL batch 4, 1024^2, fp16 + VAE slicing "
-                           "15.4 GB (8 samples through the UNet); check: pub model offload 20.2 GB = 4 MP decoded "
-                           "at once in fp32 (force_upcast) -> 17.8 GiB planned"),
+                    source="decode: the SD VAE's (same decoder; bench); denoise: pub SDXL batch 4, 1024^2, fp16 + "
+                           "VAE slicing 15.4 GB (8 samples through the UNet); check: pub model offload 20.2 GB = "
+                           "4 MP decoded at once in fp32 (force_upcast) -> 17.8 GiB planned"),
     "sd3": Formula(denoise=0.9, decode=2.15, tile_megapixels=1.05, block_share=0.042,
-                   source="bench sd3-noT5 256; pub: SD3 Medium model offload ~12 GB (T5 + CLIP-G phase)"),
+                   source="decode: the SD VAE's widths; denoise: [provisional]; pub check: SD3 Medium model "
+                          "offload ~12.1 GB (T5 + CLIP-G phase)"),
     "svd": Formula(denoise=0.25, decode=1.6, block_share=0.32,
-                   source="bench svd 2/4 frames, chunk 1; pub: svd-xt under 8 GB with model offload, forward "
-                          "chunking and decode chunks of 2"),
-    "stable-audio": Formula(denoise=0.2, decode=0.8, block_share=0.042,
-                            source="bench audio (per 47.55 s window, whatever the length asked for)"),
-    "stablelm": Formula(source="KV cache from the config; bench lm-1.6b 128 and 1k tokens"),
-    "triposr": Formula(fixed=1.2, source="bench triposr (512 px input, grid 128, CPU chunks)"),
-    "vae": Formula(decode=2.15, tile_megapixels=0.262, source="as the VAEs of sd15/sdxl"),
+                   source="[provisional] pub: svd-xt under 8 GB with model offload, forward chunking, decode "
+                          "chunks of 2"),
+    "stable-audio": Formula(denoise=0.2, decode=2.67, block_share=0.042,
+                            source="bench audio-10s (one point, fp32 files and compute): 10.90 GiB = weights 4.93 "
+                                   "+ runtime 0.62 + 5.35 per 47.55 s window (the Oobleck decoder at 44.1 kHz, and "
+                                   "the files' pages staying mapped beside the weights: not separated)"),
+    "stablelm": Formula(source="KV cache from the config; bench lm-1.6b 128 tokens (ratio 1.01)"),
+    "triposr": Formula(fixed=1.2, source="[provisional] 512 px input, CPU chunks"),
+    "vae": Formula(decode=2.15, tile_megapixels=0.262, source="the SD VAE's (bench sd-turbo)"),
 }
+# block_share: the largest block of the denoiser's block lists over its weights, counted on the meta device
+# (SDXL's up_blocks[0] holds 47 % of its UNet, so block-level group offload saves little there).
 
 
 @dataclass(frozen=True)

@@ -191,8 +191,7 @@ class AudioSession:
                         "comment": _json(embedded)}
             written, level = write_audio(waveform.T, sample_rate, path, fmt, tags=tags, overwrite=overwrite)
             _report_level(self.progress, written, level, fmt)
-            params.update(level.to_dict())
-            return Written(written)
+            return Written(written, parameters=level.to_dict())  # the level is known once written
 
         info = {"sample_rate": sample_rate, "channels": details["channels"],
                 "seconds": details["frames"] / sample_rate}

@@ -191,7 +191,7 @@ def plan(job, hardware) -> Plan:
     else:
         template = job.output or "{prompt}-{seed}"
         keep_as = str(Path(template).with_suffix(".png")) if request.keep_image else None
-        stages = (image.stage(job, request.prompt, hardware, keep_as=keep_as),)
+        stages = (image.stage(job, request.prompt, hardware, role="the image", keep_as=keep_as),)
     work = workload(request)
     overrides = overrides_of(request)
     device_plan = devices.plan(spec, hardware, work, overrides)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +182,8 @@ def test_after_sigkill_of_the_driver_a_rerun_finishes_only_the_missing_jobs(tmp_
     for leftover in alive:  # Ray's agents of the dead driver's instance can outlive it: end them
         leftover.kill()
     psutil.wait_procs(alive, timeout=10)
+    for folder in Path(tempfile.gettempdir()).glob(f"stablekit-ray-{process.pid}-*"):  # the dead instance's files
+        shutil.rmtree(folder, ignore_errors=True)
     finished = set()
     for line in (out / NAME).read_text().splitlines():
         try:
