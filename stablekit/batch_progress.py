@@ -49,8 +49,13 @@ class BatchProgress(Progress):
         from rich.progress import Progress as Bar
 
         out = RichConsole(file=self._stream or sys.stderr, highlight=False, soft_wrap=True, force_terminal=True)
-        self._bar = Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                        console=out, transient=True)
+        from rich.table import Column
+
+        # The counts keep their width; a long job label gives way first in a narrow terminal.
+        label = Column(ratio=1, no_wrap=True, overflow="ellipsis")
+        self._bar = Bar(TextColumn("{task.description}", table_column=label), BarColumn(bar_width=20),
+                        TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True)), console=out,
+                        transient=True, expand=True)
         with self._bar:
             self._overall = self._bar.add_task("batch", total=max(total, 1), completed=skipped, info="")
             self._refresh()
@@ -185,11 +190,12 @@ class BatchProgress(Progress):
     def _refresh(self) -> None:
         done, skipped, failed = self.counts["done"], self.counts["skipped"], self.counts["failed"]
         per_minute, left = self.rate()
-        info = f"{done} done · {skipped} skipped · {failed} failed"
+        parts = [f"{done} done"] + [f"{n} {what}" for n, what in ((skipped, "skipped"), (failed, "failed")) if n]
         if per_minute:
-            info += f" · {per_minute:.1f}/min"
+            parts.append(f"{per_minute:.1f}/min")
         if left is not None:
-            info += f" · ETA {_clock(left)}"
+            parts.append(f"ETA {_clock(left)}")
+        info = " · ".join(parts)
         self._bar.update(self._overall, completed=done + skipped + failed, info=info,
                          description=f"batch {done + skipped + failed}/{self.total}")
 

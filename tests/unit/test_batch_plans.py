@@ -190,12 +190,15 @@ def test_a_terminal_gets_one_overall_bar_with_the_jobs_steps_under_it(monkeypatc
             advance()
             progress._bar.refresh()
             screen = err.getvalue()
-            assert "batch 1/4" in screen and "0 done · 1 skipped · 0 failed" in screen
+            assert "batch 1/4" in screen and "0 done · 1 skipped" in screen and "failed" not in screen
             assert "fox: image 1/1" in screen and "1/2" in screen
             advance()
         progress.finished(record("done", "fox"))
         progress._bar.refresh()
-        assert "1 done · 1 skipped · 0 failed" in err.getvalue() and "/min · ETA" in err.getvalue()
+        progress.begin("owl")
+        progress.finished(record("failed", "owl", outputs=[], error={"message": "no such file"}))
+        progress._bar.refresh()
+        assert "1 done · 1 skipped · 1 failed" in err.getvalue() and "/min · ETA" in err.getvalue()
     assert progress.rate()[0] > 0
 
 
