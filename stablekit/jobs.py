@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import UsageError
-from .params import REQUESTS, accepts, type_name
+from .params import REQUESTS, check_fields
 from .registry import ModelSpec
 
 COMMANDS = tuple(REQUESTS)
@@ -71,15 +70,7 @@ def check_job_values(command: str, values: dict[str, Any], where: str) -> None:
     """Every key known, every value of its type, no NaN or infinity: one message naming key and place."""
     if command not in REQUESTS:
         raise UsageError(f"{where}: 'command' must be one of {', '.join(COMMANDS)}, got {command!r}")
-    types = field_types(command)
-    for key, value in values.items():
-        if key not in types:
-            raise UsageError(f"{where}: unknown key '{key}' for `stablekit {command}`",
-                             hint=f"known keys: {', '.join(sorted(types))}")
-        if not accepts(types[key], value):
-            raise UsageError(f"{where}: '{key}' should be {type_name(types[key])}, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"{where}: '{key}' must be a finite number, got {value!r}")
+    check_fields(field_types(command), command, values, where, UsageError)
 
 
 def job_from(command: str, values: dict[str, Any], *, where: str = "options", preset: str | None = None,

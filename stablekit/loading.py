@@ -67,3 +67,16 @@ def _load_hint(spec: ModelSpec, message: str) -> str:
         return "the folder's files do not match its model_index.json / config.json; " + refetch_hint(spec)
     return "if a download was interrupted or a file is damaged, " + refetch_hint(spec)
 
+
+
+def load_placed(plan, progress) -> tuple:
+    """A one-pipeline engine's load: the files, the pipeline in the plan's dtype, placed as planned, quiet."""
+    from . import hub
+    from .devices import place, torch_dtype
+
+    spec, device_plan = plan.spec, plan.device_plan
+    folder = hub.ensure_local(spec)
+    progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device}, offload {device_plan.offload})")
+    pipe = place(load_diffusers(spec, folder, torch_dtype(device_plan)), device_plan)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, folder

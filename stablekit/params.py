@@ -184,7 +184,11 @@ def accepts(annotation: Any, value: Any) -> bool:
 
 def check_values(command: str, values: dict[str, Any], where: str, error=PresetError) -> None:
     """Every key known to the command's request, every value of the right type."""
-    fields = settable_fields(command)
+    check_fields(settable_fields(command), command, values, where, error)
+
+
+def check_fields(fields: dict[str, Any], command: str, values: dict[str, Any], where: str, error=PresetError) -> None:
+    """Each key among `fields`, each value of its field's type and finite: one message naming key and place."""
     for key, value in values.items():
         if key not in fields:
             raise error(f"{where}: unknown key '{key}' for `stablekit {command}`",

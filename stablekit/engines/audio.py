@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from .. import __version__, hub
+from .. import __version__
 from ..console import Progress
-from ..devices import Workload, place, torch_dtype
+from ..devices import Workload
 from ..errors import StablekitError, UsageError
-from ..loading import load_diffusers
+from ..loading import load_placed
 from ..params import AudioRequest
 from ..planning import Plan, plan_device
 from ..registry import ModelSpec
@@ -105,11 +105,7 @@ def session_key(plan: Plan) -> tuple:
 
 
 def load(plan: Plan, progress: Progress = Progress()) -> AudioSession:
-    spec, device_plan = plan.spec, plan.device_plan
-    folder = hub.ensure_local(spec)
-    progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device}, offload {device_plan.offload})")
-    pipe = place(load_diffusers(spec, folder, torch_dtype(device_plan)), device_plan)
-    pipe.set_progress_bar_config(disable=True)
+    pipe, folder = load_placed(plan, progress)
     return AudioSession(pipe, folder, progress)
 
 

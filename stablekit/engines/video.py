@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, hub
+from .. import __version__
 from ..console import Progress
-from ..devices import Workload, place, torch_dtype
+from ..devices import Workload
 from ..errors import StablekitError, UsageError
 from ..image_inputs import cover, load_image, to_rgb
-from ..loading import load_diffusers
+from ..loading import load_placed
 from ..outputs import OutputOptions, check_template
 from ..params import VideoRequest
 from ..planning import Plan, plan_device
@@ -150,11 +150,7 @@ def session_key(plan: Plan) -> tuple:
 
 
 def load(plan: Plan, progress: Progress = Progress()) -> VideoSession:
-    spec, device_plan = plan.spec, plan.device_plan
-    folder = hub.ensure_local(spec)
-    progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device}, offload {device_plan.offload})")
-    pipe = place(load_diffusers(spec, folder, torch_dtype(device_plan)), device_plan)
-    pipe.set_progress_bar_config(disable=True)
+    pipe, folder = load_placed(plan, progress)
     return VideoSession(pipe, folder, progress)
 
 
