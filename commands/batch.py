@@ -11,6 +11,8 @@ from .options import (
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
+    LockedOpt,
+    NoServerOpt,
     OffloadOpt,
     OutputDirOpt,
     OverwriteOpt,
@@ -29,6 +31,8 @@ EPILOG = """Examples:
   make-jobs | stablekit batch - -d renders --json > results.jsonl
 
   stablekit batch jobs.jsonl -d renders --dry-run     (what would run, the plans)
+
+  stablekit batch --from-sidecars renders -d again     (re-render a folder)
 
   stablekit batch jobs.jsonl -d renders --engine ray --workers 2
                                    (Ray workers; outputs written here)
@@ -52,7 +56,11 @@ class Engine(str, Enum):
 
 def batch(
     ctx: typer.Context,
-    file: Annotated[str, typer.Argument(help="JSON Lines job file, one job per line ('-' for stdin).")],
+    file: Annotated[str | None, typer.Argument(
+        help="JSON Lines job file, one job per line ('-' for stdin).", show_default=False)] = None,
+    from_sidecars: Annotated[str | None, typer.Option(
+        "--from-sidecars", metavar="DIR", help="Instead of a FILE: the jobs that made the outputs in DIR, read "
+        "from their sidecars, each output named as before (re-render a folder).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", metavar="KEY=VALUE", help="Default for every line that has the key (a line's own value wins); "
         "repeatable.")] = None,
@@ -73,6 +81,8 @@ def batch(
         "--json", metavar="", help="One JSON record per job on stdout (the manifest's).")] = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
+    no_server: NoServerOpt = False,
+    locked: LockedOpt = False,
     engine: Annotated[Engine, typer.Option(
         "--engine", rich_help_panel="Scale out", help="local: this process; ray: Ray workers (pip install "
         "'stablekit[ray]'), outputs still written here.")] = Engine.local,
@@ -89,11 +99,10 @@ def batch(
         "--cpus-per-worker", min=0.01, rich_help_panel="Scale out", help="CPUs each Ray worker holds.")] = 1.0,
 ) -> None:
     """Render a JSON Lines file of jobs (any command per line): models loaded once, failures recorded, resumable."""
-    import sys
     from pathlib import Path
 
     from stablekit import batch as batches
-    from stablekit.batch_file import load_entries, parse_sets
+    from stablekit.batch_file import parse_sets
     from stablekit.batch_progress import BatchProgress
     from stablekit.manifest import NAME, Manifest
 
@@ -103,7 +112,7 @@ def batch(
     sets = parse_sets(set_ or [])
     sets.update({key: str(value) for key, value in device_flags(device, dtype, offload, vram).items()
                  if value is not None})
-    entries = load_entries(file, sys.stdin, sets=sets, presets=preset or [])
+    entries = job_entries(file, from_sidecars, sets, preset or [])
     record_file = Manifest(manifest or Path(output_dir) / NAME)
     if dry_run:
         return show_dry_run(console, batches.dry_run(entries, record_file, output_dir), json_output)
@@ -117,8 +126,10 @@ def batch(
                 progress.result(path)
 
     try:
-        outcome = batches.run_batch(entries, output_dir=output_dir, manifest=record_file, progress=progress,
-                                    overwrite=overwrite, fail_fast=fail_fast, on_record=show, **driver)
+        outcome = served(entries, progress, show, output_dir, record_file, overwrite, fail_fast,
+                         no_server or locked or bool(driver)) or batches.run_batch(
+            entries, output_dir=output_dir, manifest=record_file, progress=progress, overwrite=overwrite,
+            fail_fast=fail_fast, on_record=show, **driver)
     except batches.Interrupted as stop:
         console.error(f"interrupted: {counts(stop.outcome)}", hint=f"run the same command again to continue "
                       f"(the manifest is {record_file.path})")
@@ -126,6 +137,43 @@ def batch(
     console.info(f"batch: {counts(outcome)}; manifest: {record_file.path}")
     if outcome.failed:
         raise batches.failure(outcome)
+
+
+def served(entries, progress, show, output_dir, manifest, overwrite, fail_fast, no_server):
+    """The batch run by a live `stablekit serve` (its warm models), as an Outcome; None when no server took it."""
+    from stablekit import client
+    from stablekit.batch import Interrupted, Outcome
+
+    records = []
+
+    def on_record(record: dict) -> None:
+        records.append(record)
+        show(record)
+
+    try:
+        if client.run_batch(entries, progress, on_result=on_record, output_dir=output_dir, manifest=str(manifest.path),
+                            overwrite=overwrite, fail_fast=fail_fast, no_server=no_server) is None:
+            return None
+    except KeyboardInterrupt:
+        stop = Interrupted()
+        stop.outcome = Outcome(records, manifest.path)
+        raise stop from None
+    return Outcome(records, manifest.path)
+
+
+def job_entries(file: str | None, from_sidecars: str | None, sets: dict, presets: list[str]) -> list:
+    """The batch's jobs, checked: from the job FILE, or from the sidecars in --from-sidecars DIR."""
+    import sys
+
+    from stablekit.batch_file import entries_from_sidecars, load_entries
+    from stablekit.errors import UsageError
+
+    if (file is None) == (from_sidecars is None):
+        raise UsageError("give a job FILE or --from-sidecars DIR" + (", not both" if file else ""),
+                         hint="stablekit batch jobs.jsonl -d renders, or stablekit batch --from-sidecars old -d new")
+    if from_sidecars is not None:
+        return entries_from_sidecars(from_sidecars, sets=sets, presets=presets)
+    return load_entries(file, sys.stdin, sets=sets, presets=presets)
 
 
 def ray_driver(engine: Engine, address, workers, gpus_per_worker, cpus_per_worker) -> dict:

@@ -18,7 +18,7 @@ EPILOG = """Examples:
 
 Verdicts: identical bytes; identical pixels / samples / vertices (the metadata differs); or how far apart:
 largest difference and PSNR (images, video frames), max sample difference (audio), Hausdorff distance
-(meshes), first differing word (text) - with the recorded facts that explain a difference (device, dtype,
+(meshes), first differing token (text) - with the recorded facts that explain a difference (device, dtype,
 library versions, model revision).
 """
 

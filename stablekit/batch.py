@@ -29,8 +29,8 @@ class BatchSink(Sink):
     earlier output of the same job replaced in place (an unrelated file is never overwritten)."""
 
     def __init__(self, output_dir: str | Path = ".", *, overwrite: bool = False,
-                 on_result: Callable[[dict], None] = lambda item: None) -> None:
-        super().__init__(output_dir, overwrite=overwrite, on_result=on_result)
+                 on_result: Callable[[dict], None] = lambda item: None, recorded: dict[str, Any] | None = None) -> None:
+        super().__init__(output_dir, overwrite=overwrite, on_result=on_result, recorded=recorded)
         self.entry: Entry | None = None
 
     def begin(self, entry: Entry) -> None:
@@ -132,17 +132,18 @@ def dry_run(entries: list[Entry], manifest: Manifest | None, output_dir, hardwar
 
 def run_batch(entries: list[Entry], *, output_dir: str | Path, manifest: Manifest, progress: BatchProgress,
               overwrite: bool = False, fail_fast: bool = False, on_record: Callable[[dict], None] = lambda r: None,
-              hardware=None, driver: Callable[..., Any] = Driver) -> Outcome:
+              hardware=None, driver: Callable[..., Any] = Driver, sink: BatchSink | None = None) -> Outcome:
     """Run a job file's entries: skip what is done, plan the rest (a bad line raises before anything loads),
     then run them by model, recording each in the manifest and handing it to `on_record`. `driver` runs the
-    planned jobs (Driver's signature; stablekit.distributed.RayOptions.driver() hands them to Ray)."""
+    planned jobs (Driver's signature; stablekit.distributed.RayOptions.driver() hands them to Ray); `sink`
+    writes the outputs (a BatchSink into `output_dir` by default)."""
     from .outputs import check_writable, remove_strays
     from .runner import check_outputs
 
     output_dir = Path(output_dir).expanduser().resolve()
     run, done = split_done(entries, manifest, output_dir)
     planned = by_model(plan_entries(run, hardware))
-    sink = BatchSink(output_dir, overwrite=overwrite)
+    sink = sink or BatchSink(output_dir, overwrite=overwrite)
     check_outputs([item.plan for item in planned if item.plan is not None], sink)
     check_writable(manifest.path.parent)
     removed = [path for folder in _folders(entries, manifest, output_dir) for path in remove_strays(folder)]

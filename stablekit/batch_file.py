@@ -108,9 +108,36 @@ def typed(annotation: Any, raw: str) -> Any:
 def load_entries(source: str, stdin: IO[str], *, sets: dict[str, str] | None = None,
                  presets: Iterable[str] = ()) -> list[Entry]:
     """Every job of the file, checked: a bad line is a UsageError naming the file, the line and the key."""
+    name, lines = read_lines(source, stdin)
+    by_command = _presets_by_command(presets)
+    entries = [_entry(f"{name} line {number}", number, _json_line(f"{name} line {number}", text), sets or {},
+                      by_command) for number, text in lines]
+    if not entries:
+        raise UsageError(f"{name}: no jobs (every line is blank or a # comment)",
+                         hint='one JSON object per line, e.g. {"command": "image", "prompt": "a fox"}')
+    return _checked(name, entries, by_command)
+
+
+def entries_from_sidecars(folder: str, *, sets: dict[str, str] | None = None,
+                          presets: Iterable[str] = ()) -> list[Entry]:
+    """`batch --from-sidecars DIR`: the jobs that made DIR's outputs, each named as its outputs were (a
+    one-shot command's default `{prompt}-{seed}`, or the recorded name), so a re-render can be set beside
+    the originals and compared file by file."""
+    from .reproduce import jobs_from_sidecars
+
+    by_command = _presets_by_command(presets)
+    entries = []
+    for number, (sidecar, job) in enumerate(jobs_from_sidecars(folder), 1):
+        values = job.to_dict()
+        output = values.get("output")
+        values["output"] = Path(output).name if output and Path(output).is_absolute() else output or "{prompt}-{seed}"
+        entries.append(_entry(f"{folder}: {sidecar}", number, values, sets or {}, by_command))
+    return _checked(f"--from-sidecars {folder}", entries, by_command)
+
+
+def _presets_by_command(presets: Iterable[str]) -> dict[str, str]:
     from .preset_files import find_preset
 
-    name, lines = read_lines(source, stdin)
     by_command: dict[str, str] = {}
     for preset in presets:
         command = find_preset(preset).command
@@ -118,10 +145,10 @@ def load_entries(source: str, stdin: IO[str], *, sets: dict[str, str] | None = N
             raise UsageError(f"--preset {preset} and --preset {by_command[command]} are both for "
                              f"`stablekit {command}`: give one per command")
         by_command[command] = preset
-    entries = [_entry(name, number, text, sets or {}, by_command) for number, text in lines]
-    if not entries:
-        raise UsageError(f"{name}: no jobs (every line is blank or a # comment)",
-                         hint='one JSON object per line, e.g. {"command": "image", "prompt": "a fox"}')
+    return by_command
+
+
+def _checked(name: str, entries: list[Entry], by_command: dict[str, str]) -> list[Entry]:
     unused = sorted(set(by_command) - {entry.job.command for entry in entries})
     if unused:
         raise UsageError(f"--preset {by_command[unused[0]]} is for `stablekit {unused[0]}`, and {name} has no "
@@ -130,13 +157,15 @@ def load_entries(source: str, stdin: IO[str], *, sets: dict[str, str] | None = N
     return entries
 
 
-def _entry(name: str, number: int, text: str, sets: dict[str, str], presets: dict[str, str]) -> Entry:
-    where = f"{name} line {number}"
+def _json_line(where: str, text: str) -> Any:
     try:
-        line = json.loads(text)
+        return json.loads(text)
     except ValueError as err:
         raise UsageError(f"{where}: not valid JSON ({err})",
                          hint='one JSON object per line, e.g. {"command": "image", "prompt": "a fox"}') from None
+
+
+def _entry(where: str, number: int, line: Any, sets: dict[str, str], presets: dict[str, str]) -> Entry:
     if not isinstance(line, dict):
         raise UsageError(f"{where}: a job is a JSON object, got {type(line).__name__}")
     command = line.get("command", sets.get("command"))
@@ -195,11 +224,10 @@ def _with_id(template: str, job_id: str, where: str) -> str:
 
 
 def _check_unique(name: str, entries: list[Entry]) -> None:
-    seen: dict[str, int] = {}
+    seen: dict[str, Entry] = {}
     for entry in entries:
-        first = seen.setdefault(entry.id, entry.line)
-        if first != entry.line:
-            raise UsageError(f"{name} line {entry.line}: 'id' {entry.id!r} is line {first}'s too",
+        first = seen.setdefault(entry.id, entry)
+        if first is not entry:
+            raise UsageError(f"{entry.where}: 'id' {entry.id!r} is {first.where.removeprefix(name + ' ')}'s too",
                              hint="ids name the outputs: give each job its own 'id' (identical jobs without one "
                                   "share the id of their parameters; give them different seeds)")
-

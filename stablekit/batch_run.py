@@ -95,18 +95,21 @@ class Driver:
 
     def __init__(self, sink: Sink, progress: BatchProgress, *, record: Callable[[dict], None],
                  fail_fast: bool = False, output_dir: Path | None = None,
-                 previous: dict[str, dict] | None = None) -> None:
+                 previous: dict[str, dict] | None = None, pool=None, signals: bool = True) -> None:
+        """`pool`: a SessionPool that outlives the batch (a server's warm models), else one of its own, closed
+        at the end; `signals`: SIGTERM stops the batch like Ctrl-C (not in a server, whose signals are its own)."""
         from .sessions import SessionPool
 
         self.sink, self.progress, self.record, self.fail_fast = sink, progress, record, fail_fast
         self.output_dir, self.previous = output_dir, previous or {}
-        self.pool = SessionPool(progress)
+        self.own_pool, self.signals = pool is None, signals
+        self.pool = pool if pool is not None else SessionPool(progress)
         self.stronger: set[tuple] = set()  # session keys whose plan ran out of memory: later jobs start stronger
         self.shown: set[tuple] = set()  # session keys whose plan was said
 
     def run(self, planned: list[Planned]) -> None:
         try:
-            with _sigterm_as_interrupt() as signals:
+            with _sigterm_as_interrupt(self.signals) as signals:
                 try:
                     for item in planned:
                         if not self._one(item) and self.fail_fast:
@@ -114,7 +117,8 @@ class Driver:
                 except KeyboardInterrupt:
                     raise Interrupted(signals.received or signal.SIGINT) from None
         finally:
-            self.pool.close()
+            if self.own_pool:
+                self.pool.close()
 
     def run_one(self, item: Planned) -> bool:
         """One job, its models kept loaded for the next call (a Ray worker's loop); False when it failed."""
@@ -253,11 +257,11 @@ class _Signals:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[_Signals]:
+def _sigterm_as_interrupt(on: bool = True) -> Iterator[_Signals]:
     """SIGTERM becomes Ctrl-C for the batch (so the output being written finishes first), remembered so the exit
     code can say which it was."""
     state = _Signals()
-    if threading.current_thread() is not threading.main_thread():
+    if not on or threading.current_thread() is not threading.main_thread():
         yield state
         return
 

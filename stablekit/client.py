@@ -63,8 +63,12 @@ def lock_path() -> Path:
 
 
 def wanted(no_server: bool = False) -> bool:
-    """Whether to look for a server at all: not with --no-server or STABLEKIT_SERVER=0."""
-    return not no_server and os.environ.get("STABLEKIT_SERVER", "").strip() != "0" and hasattr(socket, "AF_UNIX")
+    """Whether to look for a server at all: not with --no-server or STABLEKIT_SERVER=0, nor in a locked run (the
+    server loads models as its own start decided, not as this run's lockfile says)."""
+    from .lockfile import locked
+
+    return (not no_server and os.environ.get("STABLEKIT_SERVER", "").strip() != "0" and hasattr(socket, "AF_UNIX")
+            and not locked())
 
 
 class Channel:
@@ -219,18 +223,40 @@ def run(jobs: Iterable, progress: Progress, *, on_result: Callable[[dict], None]
     error (same message, hint and exit code), ServerLost when the server dies mid-job, KeyboardInterrupt
     after cancelling the job on Ctrl-C (outputs finished before it are kept and reported).
     """
+    jobs = list(jobs)
+    return _submit([wire_job(job) for job in jobs], progress, no_server=no_server, on_result=on_result,
+                   on_text=on_text, output_dir=output_dir, folders=[_literal_dir(job.output) for job in jobs],
+                   sink={"kind": sink, "output_dir": output_dir, "overwrite": overwrite, "total": total,
+                         "as_json": text_json})
+
+
+def run_batch(entries: Iterable, progress: Progress, *, on_result: Callable[[dict], None], output_dir: str,
+              manifest: str, overwrite: bool = False, fail_fast: bool = False,
+              no_server: bool = False) -> list[dict] | None:
+    """Run a checked job file's entries (stablekit.batch_file.Entry) through the server's batch loop; None when
+    no server took them. Each job's manifest record goes to `on_result`; the loop's progress (jobs begun and
+    ended) is replayed into `progress` (a BatchProgress). Ctrl-C: KeyboardInterrupt after the server stopped."""
+    entries = list(entries)
+    wired = [{**wire_job(entry.job), "where": entry.where, "line": entry.line, "digest": entry.digest}
+             for entry in entries]
+    output_dir = str(Path(output_dir).resolve())
+    return _submit(wired, progress, no_server=no_server, on_result=on_result, output_dir=output_dir,
+                   folders=[_literal_dir(entry.job.output) for entry in entries],
+                   sink={"kind": "batch", "output_dir": output_dir, "manifest": str(Path(manifest).resolve()),
+                         "overwrite": overwrite, "fail_fast": fail_fast})
+
+
+def _submit(wired: list[dict], progress: Progress, *, no_server: bool, on_result, on_text=None, output_dir: str,
+            folders: list[str | None], sink: dict[str, Any]) -> list[dict] | None:
     if not wanted(no_server):
         return None
-    jobs = list(jobs)
     channel = connect(progress)
     if channel is None:
         return None
     with contextlib.closing(channel):
         try:
             channel.send({"type": "job", "protocol": PROTOCOL, "version": __version__, "cwd": os.getcwd(),
-                          "client_pid": os.getpid(), "jobs": [wire_job(job) for job in jobs],
-                          "sink": {"kind": sink, "output_dir": output_dir, "overwrite": overwrite, "total": total,
-                                   "as_json": text_json}})
+                          "client_pid": os.getpid(), "jobs": wired, "sink": sink})
             answer = channel.receive(ANSWER_TIMEOUT)
         except (TimeoutError, OSError):
             _warn(progress, f"the stablekit server did not answer in {ANSWER_TIMEOUT:.0f} s; running here")
@@ -246,7 +272,7 @@ def run(jobs: Iterable, progress: Progress, *, on_result: Callable[[dict], None]
             _warn(progress, f"the stablekit server did not take the job ({refused}); running here")
             return None
         except ServerLost:
-            follow.clean_up([output_dir, *(_literal_dir(job.output) for job in jobs)], output_dir)
+            follow.clean_up([output_dir, *folders], output_dir)
             raise
 
 
@@ -267,6 +293,7 @@ class _Follow:
         self.results: list[dict] = []
         self.started = False
         self.tasks: dict[int, tuple[Any, Any]] = {}  # task id -> (context manager, Steps)
+        self.display = contextlib.ExitStack()  # a served batch's progress display, open while it runs
 
     def run(self) -> list[dict]:
         try:
@@ -333,13 +360,26 @@ class _Follow:
             steps(message["done"] - steps.done, total=message["total"])
         elif kind == "end" and message["id"] in self.tasks:
             self.tasks.pop(message["id"])[0].__exit__(None, None, None)
+        elif kind == "batch":
+            self._batch(message.get("call"), message.get("args") or [])
         # "started", "alive" and anything newer servers send: nothing to show
+
+    def _batch(self, call: str | None, args: list) -> None:
+        """A served batch loop's call on its progress (stablekit.served_batch), made on the caller's."""
+        if call == "open" and hasattr(self.progress, "running"):
+            self.display.enter_context(self.progress.running(*args))
+        elif call == "close":
+            self.display.close()
+        elif call in ("begin", "finished", "say", "error") and hasattr(self.progress, call):
+            getattr(self.progress, call)(*args)
 
     def _end_tasks(self) -> None:
         while self.tasks:
             _, (manager, _) = self.tasks.popitem()
             with contextlib.suppress(Exception):
                 manager.__exit__(None, None, None)
+        with contextlib.suppress(Exception):
+            self.display.close()
 
     def clean_up(self, folders: list[str | None], output_dir: str) -> None:
         """The dead server's temporary files in the job's output folders: nothing half-written stays."""

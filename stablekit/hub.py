@@ -261,11 +261,11 @@ def ensure_local(spec: ModelSpec, *, quiet: bool = False) -> Path:
 
     For a single-file checkpoint it is the folder of configs to load it with.
     """
-    if spec.checkpoint:
-        return config_folder(spec)
     from .lockfile import locked_folder  # --locked / STABLEKIT_LOCKED: only the lockfile's files (lockfile.py)
 
     pinned = locked_folder(spec, quiet)
+    if spec.checkpoint:
+        return config_folder(spec)
     if pinned is not None:
         return pinned
     state = local_state(spec)

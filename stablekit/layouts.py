@@ -163,9 +163,7 @@ def _single(folder: Path, config: dict[str, Any], where: str) -> Layout:
     if lm is None:
         raise UnknownModelError(f"{where}: architecture {', '.join(architectures) or 'none'} is not a text "
                                 "generator stablekit runs", hint="text models need a *ForCausalLM architecture")
-    if config.get("auto_map"):
-        raise UnknownModelError(f"{where}: {lm} needs the repository's own code (auto_map); stablekit never runs "
-                                "code from model repositories", hint="use a model that transformers supports itself")
+    own_code = " (with its own code: loads only with --trust-remote-code)" if config.get("auto_map") else ""
     chat = (folder / "chat_template.jinja").is_file() or "chat_template" in (
         _json(folder, "tokenizer_config.json", where) or {})
     limits = {}
@@ -174,7 +172,7 @@ def _single(folder: Path, config: dict[str, Any], where: str) -> Layout:
         limits["context_length"] = context
     model_type = config.get("model_type")
     family = model_type if isinstance(model_type, str) and model_type else None
-    return Layout("AutoModelForCausalLM", _CHAT_LM if chat else _BASE_LM, f"transformers {lm}",
+    return Layout("AutoModelForCausalLM", _CHAT_LM if chat else _BASE_LM, f"transformers {lm}{own_code}",
                   ("text", "chat") if chat else ("text",), family, {}, limits)
 
 

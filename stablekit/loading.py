@@ -45,6 +45,8 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, **components):
     kwargs = {_dtype_keyword(): dtype, "local_files_only": True}
     if spec.family in _SD1_FAMILIES and spec.loader.endswith("Pipeline"):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if not spec.checkpoint and spec.loader.endswith("Pipeline"):
+        kwargs.update(saved_without(folder))
     kwargs.update(components)
     try:
         if spec.checkpoint:  # one .safetensors file in the original layout; configs from `folder`
@@ -56,6 +58,20 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, **components):
         source = spec.checkpoint or folder
         raise StablekitError(f"cannot load {spec.name} from {source}: {str(err).splitlines()[0]}",
                              hint=_load_hint(spec, str(err))) from err
+
+
+def saved_without(folder: Path) -> dict[str, None]:
+    """The components a pipeline folder was saved without (`"text_encoder_3": [null, null]`: SD3 saved with its
+    T5 dropped), as None: diffusers loads such a folder only when told so again."""
+    import json
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(index, dict):
+        return {}
+    return {key: None for key, value in index.items() if not key.startswith("_") and value == [None, None]}
 
 
 def _load_hint(spec: ModelSpec, message: str) -> str:

@@ -209,11 +209,13 @@ def lock_models(names: list[str], *, path: Path | None = None, progress=None) ->
             specs += stage_models(job_from(spec.modality, {"model": name}, where=name))
     with locking(False):
         for spec in {s.id: s for s in specs}.values():
-            if spec.checkpoint:
-                raise UsageError(f"{spec.id}: a single-file checkpoint cannot be locked yet",
-                                 hint="lock the model folder it came from, or a hub repo")
             if progress is not None:
                 progress.stage(f"Locking {spec.id}")
+            if spec.checkpoint:  # the weights file itself; its configs come from the family's record
+                checkpoint = Path(spec.checkpoint)
+                lock.models[spec.id] = Locked(spec.id, "file", {checkpoint.name: (checkpoint.stat().st_size,
+                                                                                  file_sha256(checkpoint))})
+                continue
             folder = hub.ensure_local(spec, quiet=True)
             lock.models[spec.id] = _entry(spec, folder)
     write(lock)
@@ -235,8 +237,9 @@ def _entry(spec: ModelSpec, folder: Path) -> Locked:
 
 def locked_folder(spec: ModelSpec, quiet: bool = False) -> Path | None:
     """The hook in hub.ensure_local: None when not locked; else the model's folder at its locked commit, fetched
-    (exactly the locked files) when missing, every file checked against its locked sha256."""
-    if not locked() or spec.checkpoint:
+    (exactly the locked files) when missing, every file checked against its locked sha256. A single-file
+    checkpoint has its file checked, and None is returned (its configs come from its family's record)."""
+    if not locked():
         return None
     from . import hub
 
@@ -245,6 +248,9 @@ def locked_folder(spec: ModelSpec, quiet: bool = False) -> Path | None:
     if entry is None:
         raise StablekitError(f"--locked: {spec.id} is not in {lock.path}",
                              hint=f"run 'stablekit lock {spec.id}' and check the lockfile in")
+    if spec.checkpoint:
+        check(Path(spec.checkpoint).parent, entry)
+        return None
     folder = _folder(spec, entry)
     if _missing(folder, entry):
         if entry.source != "hub":
@@ -281,6 +287,10 @@ def pull_all(names: list[str] | None = None, quiet: bool = False) -> list[Path]:
         entry = lock.models.get(name) or lock.find(registry.resolve(name))
         if entry is None:
             raise UsageError(f"{name} is not in {lock.path}", hint=f"run 'stablekit lock {name}'")
+        if entry.source == "file":  # a single-file checkpoint: the user's own file, nothing to download
+            check(Path(entry.id).parent, entry)
+            folders.append(Path(entry.id))
+            continue
         spec = _spec_for(entry, registry)
         folder = _folder(spec, entry)
         if _missing(folder, entry):

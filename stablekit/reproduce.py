@@ -147,13 +147,37 @@ def reproduce(path: str | Path, *, output: str | None = None, verify: bool = Fal
         made = Path(sink.kept["path"])
         verdict = None
         if verify:
-            verdict = compare(source, made)
+            verdict = compare(source, made, _tokens_of(job))
             new_sidecar = _read_json(Path(sink.kept["sidecar"]))
             verdict.expected = explain(record.sidecar, new_sidecar)
         kept = _place(made, target) if target is not None else None
         return Reproduced(kept, verdict)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _tokens_of(job):
+    """For a text job, a function that splits text into the model's tokens (each with the text it covers), so a
+    verdict names the first differing token; None for other jobs, or when the tokenizer gives no offsets."""
+    if job.command != "text":
+        return None
+    from . import hub
+
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(hub.ensure_local(job.spec), local_files_only=True,
+                                                  trust_remote_code=job.request.trust_remote_code)
+        tokenizer("a", add_special_tokens=False, return_offsets_mapping=True)
+    except (OSError, ValueError, NotImplementedError, StablekitError):
+        return None
+
+    def split(text: str) -> list[str]:
+        spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        starts = sorted({0, *(start for start, _ in spans[1:])})
+        return [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)]
+
+    return split
 
 
 def _reproduced_name(source: Path) -> str:
@@ -195,8 +219,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def jobs_from_sidecars(folder: str | Path) -> list:
-    """The jobs that made the outputs in `folder`, read from their JSON sidecars: each job once (the outputs
-    of one job, e.g. four images of one prompt, give that one job back), in the order of the files' names.
+    """The jobs that made the outputs in `folder`, read from their JSON sidecars, as (sidecar name, job):
+    each job once (the outputs of one job, e.g. four images of one prompt, give that one job back), in the
+    order of the files' names.
 
     What `stablekit batch --from-sidecars DIR` runs; a sidecar that is not stablekit's is skipped, one that
     is stablekit's but cannot be read as a job is an error naming the file.
@@ -217,7 +242,7 @@ def jobs_from_sidecars(folder: str | Path) -> list:
         key = (job.digest(), job.output)
         if key not in seen:
             seen.add(key)
-            jobs.append(job)
+            jobs.append((sidecar.name, job))
     if not jobs:
         raise UsageError(f"--from-sidecars {folder}: no stablekit sidecars (NAME.EXT.json) in it")
     return jobs

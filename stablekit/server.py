@@ -325,12 +325,22 @@ class Server:
         from .sink import Sink, TextStreamSink
 
         message = work.message
+        served = {"server": {"pid": os.getpid(), "started": self.started_at, "job": work.number}}
+        if message["sink"]["kind"] == "batch":
+            from . import served_batch
+
+            self.log(f"job {work.number}: a batch of {len(message['jobs'])} for pid {message.get('client_pid')} "
+                     f"in {message['cwd']}")
+            code = served_batch.run(work, self.relay, self.pool, _job, served)
+            self.served += 1
+            if self.stopping is not None:  # the server's own stop, not the client's cancel
+                raise KeyboardInterrupt
+            return code
         jobs = [_job(entry) for entry in message["jobs"]]
         what = ", ".join(sorted({f"{job.command} {job.spec.id}" for job in jobs}))
         self.log(f"job {work.number}: {what} for pid {message.get('client_pid')} in {message['cwd']}")
         work.send({"type": "started"})
         options = message["sink"]
-        served = {"server": {"pid": os.getpid(), "started": self.started_at, "job": work.number}}
         if options["kind"] == "text":
             sink = guarded(TextStreamSink)(self.relay.text, as_json=options["as_json"], note=self.relay.note,
                                             on_result=lambda item: work.send({"type": "result", "record": item}))

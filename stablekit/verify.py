@@ -1,11 +1,12 @@
 """Verdicts on a reproduction: identical bytes, identical decoded content, or how far apart the two are
 (largest difference and PSNR for pixels, max sample difference for audio, Hausdorff distance for meshes,
-the first differing word for text), and which recorded facts explain a difference."""
+the first differing token for text), and which recorded facts explain a difference."""
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,9 @@ class Verdict:
         return out
 
 
-def compare(original: Path, copy: Path) -> Verdict:
-    """Compare two outputs of the same format: bytes first, then what they decode to."""
+def compare(original: Path, copy: Path, tokenize: Callable[[str], list[str]] | None = None) -> Verdict:
+    """Compare two outputs of the same format: bytes first, then what they decode to. `tokenize` splits a
+    text output into the model's tokens (the first differing token is named); without it, into words."""
     if _same_bytes(original, copy):
         return Verdict(True, "identical bytes")
     suffix = original.suffix.lower()
@@ -54,8 +56,8 @@ def compare(original: Path, copy: Path) -> Verdict:
         return _samples(original, copy)
     if suffix in _MESH:
         return _mesh(original, copy)
-    return _text(original.read_text(encoding="utf-8", errors="replace"), copy.read_text(encoding="utf-8",
-                                                                                         errors="replace"))
+    return _text(original.read_text(encoding="utf-8", errors="replace"),
+                 copy.read_text(encoding="utf-8", errors="replace"), tokenize)
 
 
 def _same_bytes(a: Path, b: Path) -> bool:
@@ -167,18 +169,25 @@ def hausdorff(a, b) -> float:
     return max(nearest(a, b), nearest(b, a))
 
 
-def _text(a: str, b: str) -> Verdict:
+def _text(a: str, b: str, tokenize: Callable[[str], list[str]] | None = None) -> Verdict:
     if a == b:
         return Verdict(True, "identical text")
-    words_a, words_b = re.findall(r"\s+|\S+", a), re.findall(r"\s+|\S+", b)
+    unit = "token" if tokenize else "word"
+    parts_a, parts_b = (tokenize(a), tokenize(b)) if tokenize else (_words(a), _words(b))
     offset = 0
-    for x, y in zip(words_a, words_b, strict=False):
+    for number, (x, y) in enumerate(zip(parts_a, parts_b, strict=False)):
         if x != y:
-            return Verdict(False, f"differs: first differing word at character {offset}: "
-                                  f"{y!r}, the original has {x!r}", {"first_difference": offset})
+            return Verdict(False, f"differs: first differing {unit} is {unit} {number + 1}, at character {offset}: "
+                                  f"{y!r}, the original has {x!r}",
+                           {"first_difference": offset, f"first_differing_{unit}": number + 1})
         offset += len(x)
-    longer = "the reproduction" if len(words_b) > len(words_a) else "the original"
-    return Verdict(False, f"differs: {longer} goes on after character {offset}", {"first_difference": offset})
+    longer = "the reproduction" if len(parts_b) > len(parts_a) else "the original"
+    return Verdict(False, f"differs: {longer} goes on after {unit} {min(len(parts_a), len(parts_b))} (character "
+                          f"{offset})", {"first_difference": offset})
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\s+|\S+", text)
 
 
 def explain(original: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:

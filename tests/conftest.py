@@ -28,7 +28,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:
-    """Tiny models are built once per session and shared by every test's home (they are read-only)."""
+    """Tiny models are built once per session and shared by every test's home (they are read-only), and by the
+    session's xdist workers (building one is safe against a race: tests/integration/test_tiny_models.py)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "tiny-models"
+        shared.mkdir(exist_ok=True)
+        return shared
     return tmp_path_factory.mktemp("tiny-models")
 
 
@@ -223,3 +228,15 @@ def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeo
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# The slowest files (by `python -m pytest --durations=0`) go first, so that the two xdist workers start on them and
+# finish together, instead of one running a slow file alone at the end (see addopts in pyproject.toml).
+_SLOWEST_FIRST = ("test_serve.py", "test_batch_ray.py", "test_batch_signals.py", "test_tiny_models.py",
+                  "test_video_cli.py", "test_image_features.py", "test_process_faults.py", "test_text_cli.py",
+                  "test_batch_cli.py", "test_mesh_game_ready.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: position for position, name in enumerate(_SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

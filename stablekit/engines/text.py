@@ -152,6 +152,19 @@ def _load_error(spec: ModelSpec, folder: Path, err: Exception) -> StablekitError
                           hint=f"if a download was interrupted, run 'stablekit models pull {spec.id}'")
 
 
+def _refuse_own_code(spec: ModelSpec, folder: Path) -> None:
+    """A folder whose config maps to its own Python classes runs that code: only when the user asked for it."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # the loader's own error says what is wrong with the file
+    if isinstance(config, dict) and config.get("auto_map"):
+        raise StablekitError(f"{spec.id}: the model needs its repository's own code (auto_map); stablekit never "
+                             "runs code from model repositories unless asked",
+                             hint=f"pass --trust-remote-code if you trust the code in {folder} (it runs on your "
+                                  "machine with your permissions)")
+
+
 class TextModel:
     """A tokenizer at once and the weights on first use, so prompts are checked before the slow part."""
 
@@ -163,6 +176,8 @@ class TextModel:
         self.trust_remote_code = plan.request.trust_remote_code
         self.quantize = plan.request.quantize
         self.folder = hub.ensure_local(self.spec)
+        if not self.trust_remote_code:
+            _refuse_own_code(self.spec, self.folder)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True,
                                                            trust_remote_code=self.trust_remote_code)

@@ -51,6 +51,29 @@ def test_version_and_help():
     assert result.returncode == 0 and "--dry-run" in result.stdout and "Examples" in result.stdout
 
 
+def all_commands() -> list[tuple[str, ...]]:
+    import typer
+
+    from stablekit.cli import build_app
+
+    def walk(command, path: tuple[str, ...]):
+        yield path
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, (*path, name))
+
+    return list(walk(typer.main.get_command(build_app()), ()))
+
+
+def test_no_help_shows_a_type_for_a_flag_that_takes_no_value():
+    """Every command's help, typer's own --help and completion flags included: no `<bool>`."""
+    commands = all_commands()
+    assert ("models", "list") in commands and ("batch",) in commands
+    for path in commands:
+        result = run_cli(*path, "--help")
+        assert result.returncode == 0 and "--help" in result.stdout, (path, result.stderr)
+        assert "bool" not in result.stdout.lower(), (path, result.stdout)
+
+
 def one_line_error(result, code: int, *needles: str) -> None:
     assert result.returncode == code, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()

@@ -243,3 +243,38 @@ def test_a_prompts_file_runs_through_the_same_loop_with_its_own_names_and_seeds(
     assert "Error: prompt 2: the model produced NaN" in result.stderr
     assert "Error: 1 of 3 prompts failed: prompt 2" in result.stderr
     assert result.stderr.count("Loading tiny-sd") == 1
+
+
+def test_from_sidecars_re_renders_a_folder_under_the_same_names(tmp_path):
+    """`batch --from-sidecars OLD -d NEW`: every job that made OLD's outputs runs once more, each output under
+    its old name with the same pixels and samples; a rerun skips them all."""
+    import soundfile as sf
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    assert run_cli("image", "a red fox", "-m", "tiny-sd", "-n", "2", "--seed", "5", "-d", str(old)).returncode == 0
+    assert run_cli("audio", "rain", "-m", "tiny-audio", "--seed", "3", "-d", str(old), "-o", "rain.wav").returncode == 0
+    (old / "notes.json").write_text('{"not": "a sidecar of ours"}')
+    records, _ = batch("--from-sidecars", str(old), "-d", str(new))
+    assert [r["status"] for r in records] == ["done", "done"]
+    originals = sorted(p.name for p in old.iterdir() if p.suffix in (".png", ".wav"))
+    assert originals == ["a-red-fox-5.png", "a-red-fox-6.png", "rain.wav"]
+    assert sorted(Path(path).name for r in records for path in r["outputs"]) == originals
+    for name in originals[:2]:
+        assert np.array_equal(np.asarray(Image.open(old / name)), np.asarray(Image.open(new / name)))
+        assert sidecar(str(new / name))["parameters"]["seed"] == sidecar(str(old / name))["parameters"]["seed"]
+    assert np.array_equal(sf.read(old / "rain.wav")[0], sf.read(new / "rain.wav")[0])
+    again, _ = batch("--from-sidecars", str(old), "-d", str(new))
+    assert [r["status"] for r in again] == ["skipped", "skipped"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    ((), "give a job FILE or --from-sidecars DIR"),
+    (("jobs.jsonl", "--from-sidecars", "."), "not both"),
+    (("--from-sidecars", "missing"), "not a folder"),
+    (("--from-sidecars", "."), "no stablekit sidecars"),
+])
+def test_from_sidecars_usage_errors(tmp_path, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    write_jobs(tmp_path / "jobs.jsonl", [{"command": "image", "prompt": "a fox", "model": "tiny-sd"}])
+    result = run_cli("batch", *args)
+    assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr

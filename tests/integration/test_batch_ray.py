@@ -168,7 +168,7 @@ def test_after_sigkill_of_the_driver_a_rerun_finishes_only_the_missing_jobs(tmp_
                                                  "model": "tiny-sd", "id": job_id} for job_id in ids])
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "stablekit", "batch", str(jobs), "-d", str(out), "--json",
-                                "--engine", "ray", "--workers", "2"],
+                                "--engine", "ray", "--workers", "1"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         first = json.loads(process.stdout.readline())  # one job is written and recorded: kill the driver now
@@ -192,7 +192,7 @@ def test_after_sigkill_of_the_driver_a_rerun_finishes_only_the_missing_jobs(tmp_
             continue  # a line cut by the kill
         finished.add(record["id"])
     assert first["id"] in finished and len(finished) < len(ids)
-    rerun, _ = batch(str(jobs), "-d", str(out), "--engine", "ray", "--workers", "2")
+    rerun, _ = batch(str(jobs), "-d", str(out), "--engine", "ray", "--workers", "1")
     assert {r["id"]: r["status"] for r in rerun} == {job_id: "skipped" if job_id in finished else "done"
                                                      for job_id in ids}
     assert_valid_pngs(out, ids)
@@ -206,7 +206,7 @@ def test_a_failing_job_is_recorded_once_and_not_retried(tmp_path):
         {"command": "image", "prompt": "an owl", "model": "tiny-sd", "id": "d"},
     ])
     out = tmp_path / "out"
-    records, stderr = batch(str(jobs), "-d", str(out), "--engine", "ray", "--workers", "2", code=1)
+    records, stderr = batch(str(jobs), "-d", str(out), "--engine", "ray", "--workers", "1", code=1)
     assert {r["id"]: r["status"] for r in records} == {"a": "done", "b": "failed", "c": "failed", "d": "done"}
     failed = {r["id"]: r for r in records if r["status"] == "failed"}
     assert failed["b"]["error"]["type"] == "ModelNotDownloadedError" and "worker" in failed["b"]  # on a worker

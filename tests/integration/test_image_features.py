@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import run_cli
+from conftest import run_cli, run_process
 from stablekit.writers.image import read_parameters
 
 
@@ -132,6 +132,16 @@ def test_lora_changes_the_output_and_its_scale_is_recorded(tmp_path):
                          "--lora", f"{lora.parent}:0.7")
     with Image.open(folder_form.stdout.strip()) as a, Image.open(record["path"]) as b:
         assert a.tobytes() == b.tobytes(), "a folder holding the LoRA gives the same pixels as the file"
+
+
+def test_two_loras_print_nothing_but_the_path_with_quiet(tmp_path):
+    """Several adapters at once: no library warning (peft's "multiple adapters" one) reaches a real stderr."""
+    first, second = make_lora(tmp_path / "one"), make_lora(tmp_path / "two")
+    second = second.rename(second.with_name("other_style.safetensors"))
+    result = run_process("image", "a cat", "-m", "tiny-sd", "--seed", "4", "-q", "-d", str(tmp_path / "out"),
+                         "--lora", f"{first}:0.5", "--lora", f"{second}:0.5")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert Path(result.stdout.strip()).is_file()
 
 
 def test_prompts_file_loads_the_model_once(tmp_path):
@@ -291,3 +301,23 @@ def test_single_file_errors(single_file, tmp_path):
     pickle.write_bytes(b"\x80\x04.")
     refused = run_cli("image", "x", "--model", str(pickle))
     assert refused.returncode == 2 and "only .safetensors" in refused.stderr
+
+
+def test_an_sd3_folder_saved_without_t5_renders(tmp_path):
+    """SD3 without its T5 encoder (saved as "text_encoder_3": [null, null], the usual way to save memory) loads."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from stablekit import hub
+    from stablekit.registry import load_registry
+
+    folder = tmp_path / "sd3-no-t5"
+    pipe = StableDiffusion3Pipeline.from_pretrained(hub.ensure_local(load_registry().get("tiny-sd3")),
+                                                    text_encoder_3=None, tokenizer_3=None)
+    pipe.save_pretrained(folder)
+    assert json.loads((folder / "model_index.json").read_text())["text_encoder_3"] == [None, None]
+    result = run_ok("image", "a cat", "-m", str(folder), "--steps", "2", "--seed", "1", "--width", "64",
+                    "--height", "48", "--json", "-d", str(tmp_path / "out"))
+    record = json.loads(result.stdout)
+    with Image.open(record["path"]) as image:
+        image.load()
+        assert image.size == (64, 48) and image.mode == "RGB"

@@ -122,3 +122,29 @@ def test_locked_without_a_lockfile_or_with_an_unlocked_model_says_what_to_run(tm
     other = run_cli("image", "a cat", "-m", "tiny-sdxl", "--locked", "-q")
     assert other.returncode == 1 and "tiny-sdxl is not in" in other.stderr
     assert "stablekit lock tiny-sdxl" in other.stderr
+
+
+def test_a_single_file_checkpoint_is_locked_by_its_hash(tmp_path):
+    """`lock CHECKPOINT` records the file's size and sha256; --locked renders it while it is unchanged and
+    refuses it, naming both hashes, once a byte changes; `models pull --locked` checks it too."""
+    from ldm import to_ldm_checkpoint
+
+    checkpoint = to_ldm_checkpoint(hub.ensure_local(load_registry().get("tiny-sd")), tmp_path / "mine.safetensors")
+    locked = run_cli("lock", str(checkpoint))
+    assert locked.returncode == 0, locked.stderr
+    text = Path("stablekit.lock").read_text()
+    assert 'source = "file"' in text
+    assert f'path = "mine.safetensors", size = {checkpoint.stat().st_size}, sha256 = "{sha(checkpoint)}"' in text
+    render = ("image", "a cat", "-m", str(checkpoint), "--config", "tiny-sd", "--seed", "2", "-q", "--locked")
+    first = run_cli(*render, "-o", "first.png")
+    assert first.returncode == 0 and Path("first.png").is_file(), first.stderr
+    assert run_cli("models", "pull", "--locked").returncode == 0
+    locked_hash = sha(checkpoint)
+    data = bytearray(checkpoint.read_bytes())
+    data[-1] ^= 1  # one bit of the last tensor
+    checkpoint.write_bytes(bytes(data))
+    refused = run_cli(*render, "-o", "changed.png")
+    assert refused.returncode == 1 and locked_hash in refused.stderr and sha(checkpoint) in refused.stderr
+    assert "Traceback" not in refused.stderr and not Path("changed.png").exists()
+    pull = run_cli("models", "pull", "--locked")
+    assert pull.returncode == 1 and locked_hash in pull.stderr, pull.stderr

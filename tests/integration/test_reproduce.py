@@ -69,6 +69,28 @@ def test_text_reproduces_identically(tmp_path):
     assert json.loads(Path("again.txt.json").read_text())["parameters"]["seed"] == 3
 
 
+def test_a_changed_text_names_its_first_differing_token(tmp_path):
+    """The verdict counts in the model's tokens: a text changed from its fourth token on is told so."""
+    from transformers import AutoTokenizer
+
+    from stablekit import hub, runner
+    from stablekit.jobs import job_from
+    from stablekit.sink import Sink
+
+    job = job_from("text", {"prompt": "Hello", "model": "tiny-lm", "max_new_tokens": 8, "seed": 3,
+                            "output": "hello.txt"})
+    runner.run([job], Sink(tmp_path))
+    tokenizer = AutoTokenizer.from_pretrained(hub.ensure_local(job.spec), local_files_only=True)
+    text = Path("hello.txt").read_text()
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert len(ids) >= 5
+    kept = tokenizer.decode(ids[:3])
+    Path("hello.txt").write_text(kept + "\u2603" + text[len(kept) + 1:])
+    code, verdict = reproduce("hello.txt", "--verify")
+    assert code == 1 and verdict["first_differing_token"] == 4 and verdict["first_difference"] == len(kept), verdict
+    assert "first differing token is token 4" in verdict["verdict"]
+
+
 def test_a_record_from_another_dtype_and_library_version_differs_as_expected(tmp_path):
     made = run_cli("image", "a cat", "-m", "tiny-sd", "--seed", "1", "-o", "cat.png", "-q")
     assert made.returncode == 0, made.stderr
@@ -113,4 +135,4 @@ def test_jobs_from_sidecars_gives_each_job_once(tmp_path):
     write_sidecar(tmp_path / "rain.wav", {"output": "rain.wav", "parameters": {**other, "index": 0}})
     (tmp_path / "notes.json").write_text("{}")
     jobs = jobs_from_sidecars(tmp_path)
-    assert [j.to_dict() for j in jobs] == [job, other]
+    assert [(name, j.to_dict()) for name, j in jobs] == [("fox-0.png.json", job), ("rain.wav.json", other)]

@@ -312,3 +312,71 @@ def test_detach_writes_pid_and_log_and_stop_ends_it(stablekit_home):
         if left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(left, signal.SIGKILL)
+
+
+def test_a_served_batch_gives_the_same_outputs_records_and_lines_and_keeps_models_warm(server, tmp_path, picture):
+    """`batch` goes to the server like the one-shot commands: the same files, records, stderr lines and exit
+    code as --no-server (a failing job included), and a later batch finds its model loaded."""
+    lines = [{"command": "image", "prompt": "a fox", "model": "tiny-sd", "id": "fox", "num_images": 2},
+             {"command": "audio", "prompt": "rain", "model": "tiny-audio", "id": "rain", "audio_end_in_s": 0.37},
+             {"command": "text", "prompt": "Hello", "model": "tiny-lm", "id": "hello", "max_new_tokens": 6},
+             {"command": "mesh", "image": str(tmp_path / "missing.png"), "model": "tiny-triposr", "id": "gone"}]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    results = {}
+    for name, extra in (("here", ["--no-server"]), ("there", [])):
+        folder = tmp_path / name
+        folder.mkdir()
+        result = run_cli("batch", str(jobs), "-d", ".", "--json", *extra, cwd=folder, env=QUIET_HEARTBEAT)
+        assert result.returncode == 1 and "1 of 4 jobs failed: gone" in result.stderr, result.stderr
+        results[name] = result
+    assert server.status()["jobs_served"] == 1, server.text()
+
+    def records(name: str) -> list[dict]:  # the folder's name and the timings blanked
+        found = [json.loads(line.replace(str(tmp_path / name), "FOLDER"))
+                 for line in results[name].stdout.splitlines()]
+        for record in found:
+            record.pop("seconds")
+            (record["plan"] or {}).pop("budget_gib", None)
+        return found
+
+    assert records("there") == records("here")
+    assert shape(results["there"].stderr.replace(str(tmp_path / "there"), "FOLDER")) == \
+        shape(results["here"].stderr.replace(str(tmp_path / "here"), "FOLDER"))
+    made = {name: outputs(tmp_path / name) for name in results}
+    manifests = {name: made[name].pop("stablekit-batch.jsonl").decode().splitlines() for name in results}
+    assert made["there"] == made["here"]
+    assert [json.loads(line)["status"] for line in manifests["there"]] == ["done", "done", "done", "failed"]
+    assert len(list((tmp_path / "there").glob("fox-*.png"))) == 2
+    assert sidecars(tmp_path / "there")["fox-0.png.json"]["server"]["pid"] == server.pid
+
+    # A rerun skips what is done; an edited line renders on the model the server still holds.
+    lines[0]["seed"] = 11
+    jobs.write_text("".join(json.dumps(line) + "\n" for line in lines[:3]))
+    again = run_cli("batch", str(jobs), "-d", ".", "--json", cwd=tmp_path / "there")
+    assert again.returncode == 0, again.stderr
+    assert [json.loads(line)["status"] for line in again.stdout.splitlines()] == ["skipped", "skipped", "done"]
+    assert "Loading" not in again.stderr and server.status()["loads"] == 3
+
+
+def test_ctrl_c_in_a_served_batch_keeps_what_finished_and_a_rerun_resumes(server, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps({"command": "image", "prompt": f"cat {n}", "model": "tiny-sd", "id": f"c{n}"})
+                            + "\n" for n in range(20)))
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "stablekit", "batch", str(jobs), "-d", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    first = process.stdout.readline()
+    assert first, process.communicate(timeout=300)[1]
+    process.send_signal(signal.SIGINT)
+    rest, err = process.communicate(timeout=300)
+    assert process.returncode == 130 and "Error: interrupted: " in err and "Traceback" not in err, err
+    pngs = sorted(out.glob("*.png"))
+    assert 1 <= len(pngs) < 20 and not list(out.glob(".*partial*"))
+    assert all((out / (png.name + ".json")).is_file() for png in pngs)
+    assert server.process.poll() is None, "the server stays up"
+    again = run_cli("batch", str(jobs), "-d", str(out), "--json")
+    assert again.returncode == 0, again.stderr
+    statuses = [json.loads(line)["status"] for line in again.stdout.splitlines()]
+    assert statuses.count("skipped") >= len([first, *rest.split()]) and statuses.count("done") >= 1
+    assert len(list(out.glob("*.png"))) == 20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -65,13 +66,16 @@ def test_makefile_sets_up_only_when_needed(tmp_path):
     if make is None:
         pytest.skip("make is not installed")
     venv = tmp_path / "venv"
-    fresh = subprocess.run([make, "-n", "test", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True)
+    # Run as a top-level make even when the suite itself runs under `make test` (as CI does): a sub-make prints
+    # "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    fresh = subprocess.run([make, "-n", "test", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert fresh.returncode == 0, fresh.stderr
     assert f"{venv}/bin/pip install torch==2.13.0" in fresh.stdout and f"{venv}/bin/python -m pytest" in fresh.stdout
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").write_text("")
     (venv / ".stablekit-installed").write_text("")
-    ready = subprocess.run([make, "-n", "test", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True)
+    ready = subprocess.run([make, "-n", "test", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert ready.returncode == 0, ready.stderr
     assert "pip install" not in ready.stdout and ready.stdout.strip() == f"{venv}/bin/python -m pytest"
 
