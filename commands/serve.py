@@ -32,12 +32,12 @@ def serve(
     log_file: Annotated[str | None, typer.Option("--log-file", hidden=True)] = None,
 ) -> None:
     """Keep models loaded between commands: a local server the generating commands use when it runs."""
-    from stablekit import server
+    from stablekit import server, server_start
 
-    seconds = server.parse_duration(keep_alive)
+    seconds = server_start.parse_duration(keep_alive)
     console = ctx.obj
     if detach:
-        status = server.start_detached(seconds)
+        status = server_start.start_detached(seconds)
         console.info(f"stablekit server started (pid {status['pid']}); log: {status['log']}")
         return
     _absolute_homes()
@@ -58,7 +58,7 @@ def _absolute_homes() -> None:
 def ps(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """Show the server: pid, uptime, and the loaded models with their memory and idle time."""
     from stablekit import client
-    from stablekit.server import format_duration
+    from stablekit.server_start import format_duration
 
     console = ctx.obj
     status = client.request({"type": "ps"}, console)

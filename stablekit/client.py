@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,10 +33,6 @@ CANCEL_WAIT = 10.0  # after Ctrl-C: how long to wait for the server to finish th
 
 class ServerLost(StablekitError):
     """The server went away (or stopped answering) while it held one of our jobs."""
-
-
-class _Refused(Exception):
-    """The server gave a queued job back before starting it (it is stopping): the client runs it itself."""
 
 
 def server_dir() -> Path:
@@ -265,10 +260,12 @@ def _submit(wired: list[dict], progress: Progress, *, no_server: bool, on_result
             why = (answer or {}).get("message", "it closed the connection")
             _warn(progress, f"the stablekit server did not take the job ({why}); running here")
             return None
-        follow = _Follow(channel, progress, on_result, on_text, answer.get("pid"))
+        from .client_follow import Follow, Refused
+
+        follow = Follow(channel, progress, on_result, on_text, answer.get("pid"))
         try:
             return follow.run()
-        except _Refused as refused:
+        except Refused as refused:
             _warn(progress, f"the stablekit server did not take the job ({refused}); running here")
             return None
         except ServerLost:
@@ -285,128 +282,12 @@ def wire_job(job) -> dict[str, Any]:
     return entry
 
 
-class _Follow:
-    """Replays one job's messages: progress into the caller's Progress, results to on_result, until done."""
-
-    def __init__(self, channel: Channel, progress: Progress, on_result, on_text, pid: int | None) -> None:
-        self.channel, self.progress, self.on_result, self.on_text, self.pid = channel, progress, on_result, on_text, pid
-        self.results: list[dict] = []
-        self.started = False
-        self.tasks: dict[int, tuple[Any, Any]] = {}  # task id -> (context manager, Steps)
-        self.display = contextlib.ExitStack()  # a served batch's progress display, open while it runs
-
-    def run(self) -> list[dict]:
-        try:
-            try:
-                code = self._until_done(READ_TIMEOUT)
-            except KeyboardInterrupt:
-                with contextlib.suppress(OSError):
-                    self.channel.send({"type": "cancel"})
-                with contextlib.suppress(StablekitError, KeyboardInterrupt, _Refused):
-                    self._until_done(CANCEL_WAIT)
-                raise KeyboardInterrupt from None
-        finally:
-            self._end_tasks()
-        if code == 130:
-            raise KeyboardInterrupt
-        return self.results
-
-    def _until_done(self, timeout: float) -> int:
-        who = f"the stablekit server{f' (pid {self.pid})' if self.pid else ''}"
-        while True:
-            try:
-                message = self.channel.receive(timeout)
-            except TimeoutError:
-                if not self.started:  # closing the connection takes the job back: run it here
-                    raise _Refused(f"it did not answer for {timeout:.0f} s") from None
-                raise ServerLost(f"{who} stopped answering (nothing for {timeout:.0f} s) during the job",
-                                 hint=f"see its log: {log_path()}; `stablekit stop`, or kill it") from None
-            if message is None and not self.started:  # it wrote nothing for us: run the job here
-                raise _Refused("it closed the connection before starting the job")
-            if message is None:
-                raise ServerLost(f"{who} stopped in the middle of the job; nothing half-written was kept",
-                                 hint="outputs finished before it stopped are listed above; run the command "
-                                      "again (with no server answering, it runs here)")
-            kind = message.get("type")
-            if kind == "refused" and not self.started:
-                raise _Refused(message.get("message", "it is stopping"))
-            self.started = self.started or kind == "started"
-            if kind == "done":
-                return int(message.get("exit_code", 0))
-            if kind == "error":
-                self._end_tasks()
-                if message.get("traceback"):
-                    sys.stderr.write(message["traceback"])
-                error = StablekitError(message["message"], message.get("hint"))
-                error.exit_code = int(message.get("exit_code", 1))
-                raise error
-            self._replay(kind, message)
-
-    def _replay(self, kind: str | None, message: dict[str, Any]) -> None:
-        if kind == "result":
-            self.results.append(message["record"])
-            self.on_result(message["record"])
-        elif kind == "text" and self.on_text is not None:
-            self.on_text(message["piece"])
-        elif kind == "stage":
-            self.progress.stage(message["text"])
-        elif kind == "note":
-            self.progress.note(message["text"])
-        elif kind == "task":
-            manager = self.progress.task(message["description"], message["total"])
-            self.tasks[message["id"]] = (manager, manager.__enter__())
-        elif kind == "step" and message["id"] in self.tasks:
-            steps = self.tasks[message["id"]][1]
-            steps(message["done"] - steps.done, total=message["total"])
-        elif kind == "end" and message["id"] in self.tasks:
-            self.tasks.pop(message["id"])[0].__exit__(None, None, None)
-        elif kind == "batch":
-            self._batch(message.get("call"), message.get("args") or [])
-        # "started", "alive" and anything newer servers send: nothing to show
-
-    def _batch(self, call: str | None, args: list) -> None:
-        """A served batch loop's call on its progress (stablekit.served_batch), made on the caller's."""
-        if call == "open" and hasattr(self.progress, "running"):
-            self.display.enter_context(self.progress.running(*args))
-        elif call == "close":
-            self.display.close()
-        elif call in ("begin", "finished", "say", "error") and hasattr(self.progress, call):
-            getattr(self.progress, call)(*args)
-
-    def _end_tasks(self) -> None:
-        while self.tasks:
-            _, (manager, _) = self.tasks.popitem()
-            with contextlib.suppress(Exception):
-                manager.__exit__(None, None, None)
-        with contextlib.suppress(Exception):
-            self.display.close()
-
-    def clean_up(self, folders: list[str | None], output_dir: str) -> None:
-        """The dead server's temporary files in the job's output folders: nothing half-written stays."""
-        from .outputs import remove_strays
-
-        if not self.pid:
-            return
-        for folder in {str(Path(output_dir, f).resolve()) for f in folders if f is not None}:
-            remove_strays(Path(folder), alive=lambda pid: pid != self.pid and _alive(pid))
-
-
 def _literal_dir(output: str | None) -> str | None:
     """The folder an output template names literally (before any {field}), relative to --output-dir."""
     if not output:
         return None
     prefix = output.split("{", 1)[0]
     return prefix if prefix.endswith(("/", os.sep)) else str(Path(prefix).parent)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _warn(progress: Progress, message: str) -> None:

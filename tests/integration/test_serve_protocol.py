@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from stablekit import client, server
+from stablekit import client, server, server_start
 from stablekit.errors import UsageError
 from stablekit.jobs import job_from
 
@@ -14,13 +14,13 @@ from stablekit.jobs import job_from
 @pytest.mark.parametrize(("text", "seconds"), [("10m", 600), ("90s", 90), ("1h30m", 5400), ("0", 0), ("2.5", 2.5),
                                                ("500ms", 0.5), ("1d", 86400)])
 def test_durations(text, seconds):
-    assert server.parse_duration(text) == seconds
+    assert server_start.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "ten", "10x", "-1m", "m"])
 def test_bad_durations_say_what_a_duration_looks_like(text):
     with pytest.raises(UsageError, match="not a duration"):
-        server.parse_duration(text)
+        server_start.parse_duration(text)
 
 
 @pytest.mark.parametrize(("command", "values"), [
