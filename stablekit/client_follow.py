@@ -4,7 +4,6 @@ the caller, until the job is done; Ctrl-C sends the cancel and waits for the out
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -116,19 +115,10 @@ class Follow:
 
     def clean_up(self, folders: list[str | None], output_dir: str) -> None:
         """The dead server's temporary files in the job's output folders: nothing half-written stays."""
-        from .outputs import remove_strays
+        from .outputs import pid_alive, remove_strays
 
         if not self.pid:
             return
         for folder in {str(Path(output_dir, f).resolve()) for f in folders if f is not None}:
-            remove_strays(Path(folder), alive=lambda pid: pid != self.pid and _alive(pid))
+            remove_strays(Path(folder), alive=lambda pid: pid != self.pid and pid_alive(pid))
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

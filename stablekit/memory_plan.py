@@ -59,7 +59,9 @@ FORMULAS: dict[str, Formula] = {
                                    "+ runtime 0.62 + 5.35 per 47.55 s window (the Oobleck decoder at 44.1 kHz, and "
                                    "the files' pages staying mapped beside the weights: not separated)"),
     "stablelm": Formula(source="KV cache from the config; bench lm-1.6b 128 tokens (ratio 1.01)"),
-    "triposr": Formula(fixed=1.2, source="[provisional] 512 px input, CPU chunks"),
+    "triposr": Formula(fixed=0.05, source="bench triposr: 2.25 GiB = weights 1.56 + runtime 0.62 + ~0.07 for the "
+                                          "512 px forward and the 128^3 grid in CPU chunks (random weights: no "
+                                          "surface, so marching cubes and colour queries are not in it)"),
     "vae": Formula(decode=2.15, tile_megapixels=0.262, source="the SD VAE's (bench sd-turbo)"),
 }
 # block_share: the largest block of the denoiser's block lists over its weights, counted on the meta device

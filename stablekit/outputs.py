@@ -209,7 +209,8 @@ def check_writable(folder: Path) -> None:
         raise storage_error(OSError(errno.EACCES, os.strerror(errno.EACCES)), folder, "write into")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -219,7 +220,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_strays(folder: Path, alive: Callable[[int], bool] = _alive) -> list[Path]:
+def remove_strays(folder: Path, alive: Callable[[int], bool] = pid_alive) -> list[Path]:
     """Delete temporary outputs that killed stablekit processes left in `folder` (only stablekit's own
     temporary names, and only those whose process is gone, as `alive` tells); returns what was removed."""
     import shutil

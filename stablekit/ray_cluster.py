@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StablekitError, UsageError
+from .outputs import pid_alive
 
 INSTALL = "pip install 'stablekit[ray]'"
 # Ray resolves 127.0.0.1 to the machine's routable address unless this says clusters are off (ray 2.60:
@@ -33,19 +34,9 @@ def private_folder(kind: str) -> str:
     pattern = re.compile(rf"^stablekit-{kind}-(\d+)-")
     for entry in root.glob(f"stablekit-{kind}-*"):
         match = pattern.match(entry.name)
-        if match and entry.is_dir() and not _alive(int(match[1])):
+        if match and entry.is_dir() and not pid_alive(int(match[1])):
             shutil.rmtree(entry, ignore_errors=True)
     return tempfile.mkdtemp(prefix=f"stablekit-{kind}-{os.getpid()}-")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def import_ray():

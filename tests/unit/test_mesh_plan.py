@@ -58,7 +58,7 @@ def test_resolution_and_chunks_follow_the_device(spec, picture, hardware, resolu
 def test_chunks_shrink_with_memory(spec, picture):
     request = MeshRequest(prompt="", image=picture)
     roomy = engine.settings(plan_of(spec, request, GPU), request).chunk_size
-    tight = engine.settings(plan_of(spec, request, GPU.__class__(**{**GPU.to_dict(), "memory_free_gib": 7.0})),
+    tight = engine.settings(plan_of(spec, request, GPU.__class__(**{**GPU.to_dict(), "memory_free_gib": 4.0})),
                             request).chunk_size
     assert tight < roomy
 
