@@ -59,27 +59,28 @@ class Relay(Progress):
         self.work: Work | None = None
         self._ids = 0
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> None:
+        """To the current job's client (nothing between jobs), then interrupt the job here if it was cancelled."""
         if self.work is not None:
             self.work.send(message)
             self.work.check()
 
     def stage(self, description: str) -> None:
         self.log(f"  {description}")
-        self._send({"type": "stage", "text": description})
+        self.send({"type": "stage", "text": description})
 
     def note(self, message: str) -> None:
         self.log(f"  {message}")
-        self._send({"type": "note", "text": message})
+        self.send({"type": "note", "text": message})
 
     @contextmanager
     def task(self, description: str, total: int, then: str | None = None):
         self._ids += 1
         number = self._ids
-        self._send({"type": "task", "id": number, "description": description, "total": total})
+        self.send({"type": "task", "id": number, "description": description, "total": total})
 
         def changed(steps: Steps) -> None:
-            self._send({"type": "step", "id": number, "done": steps.done, "total": steps.total})
+            self.send({"type": "step", "id": number, "done": steps.done, "total": steps.total})
 
         try:
             yield Steps(total, changed, on_full=(lambda: self.stage(then)) if then else None)
@@ -88,7 +89,7 @@ class Relay(Progress):
                 self.work.send({"type": "end", "id": number})
 
     def text(self, piece: str) -> None:
-        self._send({"type": "text", "piece": piece})
+        self.send({"type": "text", "piece": piece})
 
 
 def guarded(base):

@@ -27,7 +27,7 @@ class ServedBatchProgress(Progress):
         self.relay = relay
 
     def _call(self, name: str, *args: Any) -> None:
-        self.relay._send({"type": "batch", "call": name, "args": list(args)})
+        self.relay.send({"type": "batch", "call": name, "args": list(args)})
 
     @contextmanager
     def running(self, total: int, skipped: int = 0):
