@@ -17,8 +17,11 @@ BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 DENOISERS = ("unet", "transformer", "model", "refiner_unet")
 DECODERS = ("vae",)
 # Process memory that is not the model's: the CPU figure is the intercept of the SD-Turbo fit (torch, diffusers
-# and the text encoders' temporaries, 0.62 GiB at 256^2 and 512^2); on a GPU, allocator slack and workspaces.
-RUNTIME_GIB = {"cuda": 0.3, "mps": 0.3, "cpu": 0.62}
+# and the text encoders' temporaries, 0.62 GiB at 256^2 and 512^2); on a GPU, what torch allocates beside weights
+# and activations (cuBLAS workspaces, the scheduler's tensors): 0.08 GiB, the intercept of the model-offload fit
+# below (H200, torch 2.11; the CUDA context itself is outside torch's allocator and outside the free memory the
+# plan reads). MPS keeps the older, untested allowance.
+RUNTIME_GIB = {"cuda": 0.1, "mps": 0.3, "cpu": 0.62}
 _LOAD_RUNTIME_GIB = 0.5  # torch + diffusers while loading: the whole process after loading bf16 files as bf16 (0.53)
 _LEAF_GIB = 0.15  # sequential offload: the largest single layer on the device (SDXL's 63 M-parameter embedding)
 
@@ -31,30 +34,39 @@ class Formula:
     decode: float = 0.0  # per megapixel decoded at once by the VAE
     tile_megapixels: float = 0.0  # what one VAE tile decodes (its config's sample_size squared)
     fixed: float = 0.0  # independent of size (audio's full window; TripoSR's one forward pass)
-    block_share: float = 0.5  # largest block of the denoiser / its weights (group offload keeps two on the GPU)
+    block_share: float = 0.5  # two consecutive blocks of the denoiser at most / its weights (group offload)
     source: str = ""
 
 
 # Fitted constants, with the measurement each comes from ("bench" = benchmarks/memory.py on the CPU, float32
-# compute, figures in the README's table; "pub" = shared/notes/models.md's published GPU figures).
+# compute, figures in the README's table; "gpu" = tests/gpu/test_memory_gpu.py on an H200, bf16, torch 2.11's
+# SDPA, torch.cuda.max_memory_allocated, benchmarks/results/gpu-tests-2026-11-28.log; "pub" =
+# shared/notes/models.md's published GPU figures).
+# denoise (gpu): model offload keeps only the UNet and its work on the GPU, so its peak less the UNet's weights and
+# the runtime is the denoiser's activations: SD-Turbo 512^2 with guidance 1.78 GiB - UNet 1.61 - 0.08 over 0.52
+# MP-samples -> 0.13; SDXL 1024^2 with guidance 5.23 - 4.78 - 0.08 over 2.10 -> 0.17 (attention never
+# materialises its score matrix with SDPA, so activations are small and linear in tokens).
 FORMULAS: dict[str, Formula] = {
     # decode: the slope of SD-Turbo's generation peak from 256^2 to 512^2 (5.71 -> 6.55 GiB, float32, guidance 0:
     # the VAE decode is the peak), 4.27 GiB/MP in fp32; the intercept is RUNTIME_GIB["cpu"]
-    "sd15": Formula(denoise=0.55, decode=2.15, tile_megapixels=0.262, block_share=0.30,
-                    source="decode: bench sd-turbo 256/512 (same VAE); denoise: [provisional] not separated yet"),
-    "sd21": Formula(denoise=0.55, decode=2.15, tile_megapixels=0.262, block_share=0.30,
-                    source="decode: bench sd-turbo 256/512; denoise: [provisional] not separated yet"),
-    "sdxl": Formula(denoise=1.0, decode=2.15, tile_megapixels=1.05, block_share=0.47,
-                    source="decode: the SD VAE's (same decoder; bench); denoise: pub SDXL batch 4, 1024^2, fp16 + "
-                           "VAE slicing 15.4 GB (8 samples through the UNet); check: pub model offload 20.2 GB = "
-                           "4 MP decoded at once in fp32 (force_upcast) -> 17.8 GiB planned"),
-    "sd3": Formula(denoise=0.9, decode=2.15, tile_megapixels=1.05, block_share=0.042,
+    "sd15": Formula(denoise=0.13, decode=2.15, tile_megapixels=0.262, block_share=0.49,
+                    source="decode: bench sd-turbo 256/512 (same VAE); denoise: gpu sd-turbo (same UNet widths)"),
+    "sd21": Formula(denoise=0.13, decode=2.15, tile_megapixels=0.262, block_share=0.49,
+                    source="decode: bench sd-turbo 256/512, gpu sd-turbo 512^2 (ratio 1.00); denoise: gpu sd-turbo "
+                           "model offload"),
+    "sdxl": Formula(denoise=0.17, decode=2.15, tile_megapixels=1.05, block_share=0.63,
+                    source="decode: the SD VAE's (same decoder; bench), gpu sdxl 1024^2 everything on the device "
+                           "8.98 GiB; denoise: gpu sdxl model offload; checks, pub fp16 batch 4 (A100, as the GPU "
+                           "holds it: reserved + context): model offload 20.2 GB = 4 MP decoded at once in fp32 "
+                           "(force_upcast) -> 18.3 GiB planned; VAE slicing 15.4 GB -> 11.1 GiB planned x 1.26 "
+                           "(gpu reserved/allocated without offload) + ~0.5 context = 14.5 GiB = 15.6 GB"),
+    "sd3": Formula(denoise=0.9, decode=2.15, tile_megapixels=1.05, block_share=0.084,
                    source="decode: the SD VAE's widths; denoise: [provisional]; pub check: SD3 Medium model "
                           "offload ~12.1 GB (T5 + CLIP-G phase)"),
-    "svd": Formula(denoise=0.25, decode=1.6, block_share=0.32,
+    "svd": Formula(denoise=0.25, decode=1.6, block_share=0.45,
                    source="[provisional] pub: svd-xt under 8 GB with model offload, forward chunking, decode "
                           "chunks of 2"),
-    "stable-audio": Formula(denoise=0.2, decode=2.67, block_share=0.042,
+    "stable-audio": Formula(denoise=0.2, decode=2.67, block_share=0.083,
                             source="bench audio-10s (one point, fp32 files and compute): 10.90 GiB = weights 4.93 "
                                    "+ runtime 0.62 + 5.35 per 47.55 s window (the Oobleck decoder at 44.1 kHz, and "
                                    "the files' pages staying mapped beside the weights: not separated)"),
@@ -64,8 +76,11 @@ FORMULAS: dict[str, Formula] = {
                                           "surface, so marching cubes and colour queries are not in it)"),
     "vae": Formula(decode=2.15, tile_megapixels=0.262, source="the SD VAE's (bench sd-turbo)"),
 }
-# block_share: the largest block of the denoiser's block lists over its weights, counted on the meta device
-# (SDXL's up_blocks[0] holds 47 % of its UNet, so block-level group offload saves little there).
+# block_share: block-level group offload streams the next block in while one computes, so two consecutive blocks
+# (in the order they run: down blocks, mid block, up blocks) can be on the GPU together; the largest such pair over
+# the denoiser's weights, counted on the meta device. SDXL's mid block and up_blocks[0] hold 63 % of its UNet, so
+# group offload saves little there. Measured (gpu): SDXL 1024^2 3.34 GiB against 3.46 planned; SD-Turbo 512^2
+# 0.80 (its VAE decode, planned 0.80; the pair 0.79 + work stays under it in practice).
 
 
 @dataclass(frozen=True)
@@ -224,10 +239,10 @@ def estimate(spec, work: Workload, dtype: str, kind: str, strategy: Strategy) ->
     elif strategy.offload == "group":  # two blocks of the denoiser (one computing, one streaming in); encoders
         # and the VAE have no block lists diffusers can split, so each is one group, whole on the GPU
         share = formula(spec).block_share
-        phases = {"denoise": (2 * share * big_denoiser, act), "decode": (sum(decoders.values()), decode)}
+        phases = {"denoise": (share * big_denoiser, act), "decode": (sum(decoders.values()), decode)}
         phases.update(_encoders(encoders, pairs=False))
-    else:  # sequential: layer by layer
-        phases = {"denoise": (_LEAF_GIB, act), "decode": (_LEAF_GIB, decode)}
+    else:  # sequential: layer by layer (the VAE's layers are small: gpu SD-Turbo 0.63 GiB = its decode + runtime)
+        phases = {"denoise": (_LEAF_GIB, act), "decode": (0.0, decode)}
     phase, (resident, job) = max(phases.items(), key=lambda item: sum(item[1]))
     generate = resident + job + runtime
     extra = load_extra_gib(spec, dtype)

@@ -8,7 +8,7 @@ is decoded; image i of a job uses seed + i.
 from __future__ import annotations
 
 import inspect
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,8 @@ def load(plan: Plan, progress: Progress = Progress()) -> ImageSession:
             module.set_progress_bar_config(disable=True)
             if request.compile or request.fast:
                 _speed_up(module, request.fast, progress)
-    return ImageSession(pipe, refiner, folder, loras, progress, compiled=request.compile or request.fast)
+    return ImageSession(pipe, refiner, folder, loras, progress, compiled=request.compile or request.fast,
+                        fast=request.fast)
 
 
 DECODERS = ("full", "tiny")
@@ -181,6 +182,27 @@ def _compile_cache(active: bool):
             os.environ[key] = saved
 
 
+# --fast's order of attention kernels: cuDNN's first (the fastest at SDXL's shapes on Hopper in
+# `python benchmarks/gpu.py`), then flash, memory-efficient, math; each is skipped where it cannot run.
+ATTENTION_ORDER = ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+
+
+@contextmanager
+def _fastest_attention(active: bool):
+    """--fast: scaled_dot_product_attention tries the kernels in ATTENTION_ORDER (torch >= 2.6 takes an order)."""
+    if not active:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    try:
+        chosen = sdpa_kernel([getattr(SDPBackend, name) for name in ATTENTION_ORDER], set_priority=True)
+    except TypeError:  # an older torch: its own order
+        chosen = nullcontext()
+    with chosen:
+        yield
+
+
 def _derive(base, task: str):
     """The pipeline for the task, sharing the loaded modules (nothing is loaded twice)."""
     if task == "txt2img":
@@ -254,9 +276,9 @@ class ImageSession:
     """A loaded pipeline (and refiner) that renders any number of image jobs it was loaded for."""
 
     def __init__(self, pipe, refiner, folder: Path, loras: list[Lora], progress: Progress, *,
-                 compiled: bool = False) -> None:
+                 compiled: bool = False, fast: bool = False) -> None:
         self.pipe, self.refiner, self.folder, self.loras, self.progress = pipe, refiner, folder, loras, progress
-        self.compiled = compiled
+        self.compiled, self.fast = compiled, fast
 
     def close(self) -> None:
         self.pipe = self.refiner = None
@@ -309,7 +331,7 @@ class ImageSession:
             steps = int(steps * call["strength"])
         final: dict[str, Any] = {}
         with (self.progress.task(label, total=steps, then="Decoding") as advance, torch.inference_mode(),
-              _compile_cache(self.compiled)):
+              _compile_cache(self.compiled), _fastest_attention(self.fast)):
             def on_step(pipe, _step, _timestep, tensors):
                 advance(total=getattr(pipe, "num_timesteps", None) or steps)  # PNDM warms up with one more
                 final["pipe"], final["latents"] = pipe, tensors.get("latents")

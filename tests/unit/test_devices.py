@@ -179,7 +179,9 @@ def test_sdxl_batch_4_on_16gb_decodes_one_image_at_a_time():
 
 
 def test_sd3_medium_model_offload_plans_t5_beside_a_clip_encoder():
-    """Published: SD3 Medium with model offload ~12.1 GB; T5 (8.9 GiB) stays while CLIP-G runs again."""
+    """Published: SD3 Medium with model offload ~12.1 GB; T5 (8.9 GiB) stays while CLIP-G runs again. On a 12 GB
+    card (11.5 GiB free) that phase, 10.3 GiB allocated and ~11.0 reserved (model offload reserved 1.07x its
+    allocated peak on the H200, tests/gpu), fits: model offload is the plan there, inside the budget."""
     from stablekit.memory_plan import Strategy, estimate
 
     sd3 = load_registry().get("sd3-medium")
@@ -187,7 +189,7 @@ def test_sd3_medium_model_offload_plans_t5_beside_a_clip_encoder():
     model = estimate(sd3, work, "float16", "cuda", Strategy("model"))
     assert 0.85 <= model.peak / (12.1e9 / 1024**3) <= 1.15 and "text_encoder_3" in model.phase
     on_12gb = plan(sd3, PROFILES["cuda-12GB-cc8.9"], work)
-    assert on_12gb.offload != "model" and on_12gb.peak_gib <= on_12gb.budget_gib
+    assert on_12gb.offload == "model" and on_12gb.peak_gib <= on_12gb.budget_gib
     on_16gb = plan(sd3, Hardware("cuda", "16 GB", 16, 15.5, 64, 60, (8, 9), 1), work)
     assert on_16gb.offload == "model" and on_16gb.peak_gib <= on_16gb.budget_gib
 

@@ -284,7 +284,7 @@ def test_half_precision_is_suggested_only_where_it_would_fit():
 
     spec = load_registry().get("sdxl")
     for ram, size, wanted, unwanted in ((12, 1024, "--dtype bfloat16 fits", "smaller size"),
-                                        (40, 8192, "a smaller size fits", "--dtype")):
+                                        (24, 8192, "a smaller size fits", "--dtype")):
         with pytest.raises(DoesNotFitError) as caught:
             plan(spec, Hardware("cpu", "test", ram, ram, ram, ram), Workload(width=size, height=size), Overrides())
         assert wanted in caught.value.hint and unwanted not in caught.value.hint
