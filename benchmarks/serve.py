@@ -8,6 +8,9 @@ time, the speed-up, and the client's own start-up per call (a call's wall time l
 its job, read from the server's log). `tiny` is tiny-sd at 64x64, 2 steps; `sd-turbo-arch` is the full-size
 SD-Turbo architecture with random weights at 512x512, 1 step (built once into --work-dir, 5.2 GB; see
 benchmarks/image.py). A bare interpreter's start is printed too: on a busy machine every figure grows.
+With PYTHONDONTWRITEBYTECODE=1 set (as on the development machine) every call compiles stablekit's own modules
+from source, which an installed package never does; --bytecode keeps every module's bytecode under --work-dir
+(PYTHONPYCACHEPREFIX, filled by the first call) to measure what an installed stablekit starts in.
 Exit 1 when the speed-up is under --min-speedup (5x) or the median client start-up is over --max-startup (0.3 s).
 """
 
@@ -93,12 +96,18 @@ def main() -> int:
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "stablekit-bench"))
     parser.add_argument("--min-speedup", type=float, default=5.0)
     parser.add_argument("--max-startup", type=float, default=0.3, help="seconds; median client start-up")
+    parser.add_argument("--bytecode", action="store_true",
+                        help="cache compiled modules under --work-dir even where PYTHONDONTWRITEBYTECODE is set")
     parser.add_argument("--save", help="write this run's figures as JSON")
     args = parser.parse_args()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     home = work / "serve-home"  # its own home: a server the user runs elsewhere is never touched
     env = {**os.environ, "STABLEKIT_HOME": str(home), "HF_HUB_OFFLINE": "1", "STABLEKIT_PROGRESS_SECONDS": "1000"}
+    if args.bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    compiled = "cached" if not env.get("PYTHONDONTWRITEBYTECODE") else "compiled from source by each call"
     os.environ.update(STABLEKIT_HOME=str(home))
     from stablekit import hub
     from stablekit.registry import load_registry
@@ -107,7 +116,7 @@ def main() -> int:
     cases = {"tiny": ("tiny-sd", 64, 2), "sd-turbo-arch": (None, 512, 1)}
     bare = statistics.median(call([sys.executable, "-c", "pass"], env) for _ in range(5))
     print(f"{args.calls} calls, each a fresh process (totals and medians in seconds); a bare `python -c pass` "
-          f"takes {bare:.3f} s here")
+          f"takes {bare:.3f} s here; bytecode {compiled}; load average {os.getloadavg()[0]:.1f}")
     print(f"{'model':<15}{'here':>10}{'served':>10}{'speedup':>10}{'call here':>10}{'call srv':>10}"
           f"{'client':>10}{'max':>9}")
     results = {}
@@ -117,11 +126,13 @@ def main() -> int:
             model = str(build_sd_turbo_architecture(work / "sd-turbo-arch", tiny_sd))
         results[name] = compare(name, model, size, steps, args.calls, env, work)
     if args.save:
-        Path(args.save).write_text(json.dumps({"python_bare_s": bare, **results}, indent=2))
+        Path(args.save).write_text(json.dumps({"python_bare_s": bare, "bytecode": compiled,
+                                               "load_average": os.getloadavg(), **results}, indent=2))
     failed = [f"{name}: {figures['speedup']:.1f}x < {args.min_speedup}x" for name, figures in results.items()
               if figures["speedup"] < args.min_speedup]
     failed += [f"{name}: client start-up {figures['client_startup_median_s']:.3f} s > {args.max_startup} s"
                for name, figures in results.items() if figures["client_startup_median_s"] > args.max_startup]
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     for line in failed:
         print(line, file=sys.stderr)
     return 1 if failed else 0

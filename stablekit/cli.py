@@ -36,41 +36,73 @@ def _global_options(
     ctx.call_on_close(ctx.obj.close)  # a failed run's last stage must not beat on after it (main() may run again)
 
 
-def build_app() -> typer.Typer:
-    from .commands import audio, batch, doctor, image, info, lock, mesh, models, presets, reproduce, serve, text, video
+# Every subcommand: name -> (its module in stablekit.commands, the function or sub-app, the epilog's name), in the
+# order they are added (`stablekit --help` lists the commands, then the groups). A run builds only the one it names
+# (see invoked_command).
+COMMANDS: dict[str, tuple[str, str, str | None]] = {
+    "image": ("image", "image", "EPILOG"),
+    "audio": ("audio", "audio", "EPILOG"),
+    "text": ("text", "text", "TEXT_EPILOG"),
+    "chat": ("text", "chat", "CHAT_EPILOG"),
+    "mesh": ("mesh", "mesh", "EPILOG"),
+    "video": ("video", "video", "EPILOG"),
+    "batch": ("batch", "batch", "EPILOG"),
+    "models": ("models", "app", None),
+    "presets": ("presets", "app", None),
+    "doctor": ("doctor", "doctor", None),
+    "info": ("info", "info", "EPILOG"),
+    "reproduce": ("reproduce", "reproduce", "EPILOG"),
+    "lock": ("lock", "lock", "EPILOG"),
+    "serve": ("serve", "serve", "SERVE_EPILOG"),
+    "ps": ("serve", "ps", None),
+    "unload": ("serve", "unload", None),
+    "stop": ("serve", "stop", None),
+}
 
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The app with every subcommand, or with `only` that one: a run imports and builds only what it runs."""
     app = typer.Typer(name="stablekit", help=HELP, no_args_is_help=True, pretty_exceptions_show_locals=False,
                       context_settings={"help_option_names": ["-h", "--help"]})
     app.callback()(_global_options)
-    app.command("image", epilog=image.EPILOG)(image.image)
-    app.command("audio", epilog=audio.EPILOG)(audio.audio)
-    app.command("text", epilog=text.TEXT_EPILOG)(text.text)
-    app.command("chat", epilog=text.CHAT_EPILOG)(text.chat)
-    app.command("mesh", epilog=mesh.EPILOG)(mesh.mesh)
-    app.command("video", epilog=video.EPILOG)(video.video)
-    app.command("batch", epilog=batch.EPILOG)(batch.batch)
-    app.add_typer(models.app, name="models")
-    app.add_typer(presets.app, name="presets")
-    app.command("doctor")(doctor.doctor)
-    app.command("info", epilog=info.EPILOG)(info.info)
-    app.command("reproduce", epilog=reproduce.EPILOG)(reproduce.reproduce)
-    app.command("lock", epilog=lock.EPILOG)(lock.lock)
-    app.command("serve", epilog=serve.SERVE_EPILOG)(serve.serve)
-    app.command("ps")(serve.ps)
-    app.command("unload")(serve.unload)
-    app.command("stop")(serve.stop)
+    for name, (module_name, attribute, epilog) in COMMANDS.items():
+        if only not in (None, name):
+            continue
+        module_path = f"{__package__}.commands.{module_name}"
+        __import__(module_path)  # not importlib.import_module, whose imports `python -X importtime` leaves out
+        module = sys.modules[module_path]
+        if attribute == "app":
+            app.add_typer(module.app, name=name)
+        else:
+            app.command(name, epilog=getattr(module, epilog) if epilog else None)(getattr(module, attribute))
     return app
 
 
-def plain_flags(command, parent=None):
-    """The command tree with no `<bool>` shown in help for flags that take no value: typer's own --help,
-    --install-completion and --show-completion included (ours say metavar="")."""
+def invoked_command(args: list[str]) -> str | None:
+    """The subcommand a command line runs, when it is the only one to build: the first word, after any -q. None
+    (build them all) for `--help`, `--version`, no command, an unknown one, and shell completion."""
+    if os.environ.get("_STABLEKIT_COMPLETE"):  # typer's completion variable: <TAB> may walk the whole tree
+        return None
+    for arg in args:
+        if arg not in ("-q", "--quiet"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def parameters(command, parent=None):
+    """Every parameter of the command tree, typer's own --help, --install-completion and --show-completion
+    included (the help option is made, and kept, here)."""
     ctx = command.context_class(command, parent=parent, **(command.context_settings or {}))
-    for param in [*command.params, command.get_help_option(ctx)]:  # the help option is made (and kept) here
-        if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
-            param.metavar = ""
+    yield from (param for param in [*command.params, command.get_help_option(ctx)] if param is not None)
     for sub in getattr(command, "commands", {}).values():
-        plain_flags(sub, ctx)
+        yield from parameters(sub, ctx)
+
+
+def plain_flags(command):
+    """The command tree with no `<bool>` shown in help for flags that take no value (ours say metavar="")."""
+    for param in parameters(command):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
     return command
 
 
@@ -111,8 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
-# Libraries whose interpreter teardown (freeing every module and tensor) takes seconds at exit.
-_SLOW_TO_TEAR_DOWN = ("torch", "diffusers", "transformers")
+# Libraries whose interpreter teardown (freeing every module and tensor) takes seconds at exit; and the client of
+# a call that `stablekit serve` ran (stablekit.client_follow is imported once a server takes the job), whose
+# teardown of typer & co (~0.05 s) is a fifth of its whole start.
+_SLOW_TO_TEAR_DOWN = ("torch", "diffusers", "transformers", f"{__package__}.client_follow")
 
 
 def _exit_without_teardown(code: int) -> None:
@@ -140,7 +174,8 @@ def _run(argv: list[str] | None, debug: bool) -> int | None:
     try:
         # One call, one run: context variables set while it runs (--locked) end with it, even where a parse error
         # keeps their reset from running, so a second main() in the same process starts clean.
-        command = plain_flags(typer.main.get_command(build_app()))
+        args = sys.argv[1:] if argv is None else list(argv)
+        command = plain_flags(typer.main.get_command(build_app(only=invoked_command(args))))
         return contextvars.copy_context().run(command.main, args=argv, prog_name="stablekit", standalone_mode=False)
     except StablekitError as err:
         if debug:

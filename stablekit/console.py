@@ -74,13 +74,12 @@ class Console(Progress):
 
     def __init__(self, *, quiet: bool = False, stdout=None, stderr=None, heartbeat_s: float | None = None,
                  terminal: bool | None = None) -> None:
-        from rich.console import Console as RichConsole
-
         self.quiet = quiet
         self._heartbeat_s = heartbeat_s
         self._out = stdout or sys.stdout
-        self._err = RichConsole(file=stderr or sys.stderr, highlight=False, soft_wrap=True,
-                                force_terminal=terminal)
+        self._err_file = stderr or sys.stderr
+        self._terminal = terminal
+        self._rich = None  # made on the first line to stderr: a quiet run that succeeds never imports rich
         self._lock = threading.RLock()
         self._last_line = time.monotonic()
         self._state: tuple[str, float, Steps | None] | None = None  # what a heartbeat line reports
@@ -93,6 +92,16 @@ class Console(Progress):
         if self._heartbeat_s is None:  # read when first needed: error output must work with a bad setting
             self._heartbeat_s = _progress_seconds()
         return self._heartbeat_s
+
+    @property
+    def _err(self):
+        """The rich console that writes stderr."""
+        if self._rich is None:
+            from rich.console import Console as RichConsole
+
+            self._rich = RichConsole(file=self._err_file, highlight=False, soft_wrap=True,
+                                     force_terminal=self._terminal)
+        return self._rich
 
     @property
     def animated(self) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -119,6 +118,8 @@ def with_seed(job: Job, note=None) -> Job:
 
 def draw_seed(note=None) -> int:
     """The one place a seed is drawn; `note` says it, so the run can be repeated."""
+    import secrets  # here: a run with --seed (a served call's start) never needs it
+
     seed = secrets.randbelow(2**32)
     if note is not None:
         note(f"seed {seed} (drawn; pass --seed {seed} to repeat)")

@@ -7,6 +7,7 @@ registry defaults, and the global defaults below.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass
@@ -154,10 +155,16 @@ REQUESTS: dict[str, type] = {"image": ImageRequest, "text": TextRequest, "audio"
 _NOT_IN_PRESETS = {"prompt", "image", "mask"}  # what a preset may not set: the per-run inputs
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A request type's field types (evaluated once: the catalog checks each record's defaults against them)."""
+    return typing.get_type_hints(cls)
+
+
 def settable_fields(command: str) -> dict[str, Any]:
     """Fields a preset (or a registry default) may set for this command, with their types."""
     cls = REQUESTS[command]
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in _NOT_IN_PRESETS}
 
 

@@ -160,7 +160,7 @@ def parse_catalog(path: Path, origin: str, base: dict[str, dict[str, Any]] | Non
                     inherited.pop(key, None)
                 inherited["license"] = "see the model's card"
             merged = {**inherited, **merged}
-        check_record(where, merged)
+        check_record(where, merged, built_in=origin == "built-in")
         specs[model_id] = _spec_from_record(model_id, merged, origin)
     return specs
 
