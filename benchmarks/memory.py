@@ -81,6 +81,11 @@ POINTS = [
     Point("sd3-noT5-256", "sd3-no-t5", "image", _image(256)),
     Point("sdxl-256", "sdxl", "image", _image(256)),
     Point("sdxl-bf16-256", "sdxl", "image", _image(256), dtype="bfloat16"),
+    Point("sd15-768-cfg", "sd15", "image", _image(768, guidance_scale=7.5)),
+    Point("sd3-noT5-512", "sd3-no-t5", "image", _image(512)),
+    Point("triposr-256", "triposr", "mesh", {"mc_resolution": 256, "remove_background": False, "seed": 1}),
+    Point("audio-30s", "stable-audio", "audio", {"prompt": "rain", "audio_end_in_s": 30.0,
+                                                 "num_inference_steps": 1, "guidance_scale": 1.0, "seed": 1}),
 ]
 
 
@@ -206,7 +211,12 @@ def build_svd(folder: Path) -> None:
     encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, patch_size=14,
         image_size=224, projection_dim=1024, hidden_act="gelu"))
-    pipe = StableVideoDiffusionPipeline(vae=AutoencoderKLTemporalDecoder(), image_encoder=encoder,
+    # the released VAE's config (97.7 M parameters, 8x down); the class's defaults are a 1-block toy that leaves
+    # the latents at full resolution
+    vae = AutoencoderKLTemporalDecoder(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                                       down_block_types=("DownEncoderBlock2D",) * 4, latent_channels=4,
+                                       sample_size=768, scaling_factor=0.18215, force_upcast=True)
+    pipe = StableVideoDiffusionPipeline(vae=vae, image_encoder=encoder,
                                         unet=UNetSpatioTemporalConditionModel(), scheduler=tiny.scheduler,
                                         feature_extractor=tiny.feature_extractor)
     _save(pipe, folder)
@@ -437,6 +447,7 @@ ORDER = (  # cheapest and most telling first
     "sd-turbo-256", "sd-turbo-512", "sd-turbo-bf16-load", "lm-1.6b-128", "sdxl-bf16-load", "svd-2f-256x448",
     "triposr", "sd15-512-cfg", "audio-10s", "sd3-noT5-256", "lm-1.6b-1k", "svd-4f-256x448", "svd-4f-chunk1",
     "sd-turbo-512-b2", "sd-turbo-512-b2-slicing", "sd-turbo-768-tiling", "sdxl-256", "sdxl-bf16-256",
+    "sd15-768-cfg", "audio-30s", "sd3-noT5-512", "triposr-256",
 )
 POINTS.sort(key=lambda p: ORDER.index(p.name))
 

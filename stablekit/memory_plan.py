@@ -64,8 +64,9 @@ FORMULAS: dict[str, Formula] = {
                    source="decode: the SD VAE's widths; denoise: [provisional]; pub check: SD3 Medium model "
                           "offload ~12.1 GB (T5 + CLIP-G phase)"),
     "svd": Formula(denoise=0.25, decode=1.6, block_share=0.45,
-                   source="[provisional] pub: svd-xt under 8 GB with model offload, forward chunking, decode "
-                          "chunks of 2"),
+                   source="pub: svd-xt under 8 GB with model offload, forward chunking, decode chunks of 2; "
+                          "bench svd 2 and 4 frames at 448x256, decode chunks 4 and 1: whole-process ratios "
+                          "1.02-1.15 (on a CPU the load's resident pages hide the work's own share)"),
     "stable-audio": Formula(denoise=0.2, decode=2.67, block_share=0.083,
                             source="bench audio-10s (one point, fp32 files and compute): 10.90 GiB = weights 4.93 "
                                    "+ runtime 0.62 + 5.35 per 47.55 s window (the Oobleck decoder at 44.1 kHz, and "
