@@ -11,6 +11,13 @@
 # cpu     benchmarks/cpu.py on the other cores: the CPU paths (bf16 where the CPU has it, the tiny decoder)
 # text    benchmarks/text.py's StableLM-2-1.6B on the GPU (not in the default parts: the loan is short)
 # Each part has its own time limit and its own log section in $OUT/gpu.log; a failing part does not stop the next.
+#
+# On this project's lent H200 machines (torch 2.11, transformers 5.17, no diffusers, no network) it ran from the
+# repository root with wheels downloaded here into an ignored `.whl/` folder (diffusers 0.42.1, importlib_metadata,
+# torchsde, trampoline; typer 0.29.2 and pydantic for the `text` part's CLI), carried along, and:
+#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
+#   ln -sfn ../commands stablekit/commands; ln -sfn ../presets stablekit/presets   # what the install maps
+#   OUT=$OUT bash benchmarks/gpu_session.sh env build fast memory      # ~7.5 min of the loan
 set -u
 OUT=${OUT:-/tmp/stablekit-gpu-out}
 mkdir -p "$OUT"
