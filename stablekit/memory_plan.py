@@ -68,7 +68,8 @@ FORMULAS: dict[str, Formula] = {
                           "bench svd 2 and 4 frames at 448x256, decode chunks 4 and 1: whole-process ratios "
                           "1.02-1.15 (on a CPU the load's resident pages hide the work's own share)"),
     "stable-audio": Formula(denoise=0.2, decode=2.67, block_share=0.083,
-                            source="bench audio-10s (one point, fp32 files and compute): 10.90 GiB = weights 4.93 "
+                            source="bench audio-10s and audio-30s (10.90 and 10.95 GiB: the full window, whatever "
+                                   "--seconds), fp32 files and compute: 10.90 GiB = weights 4.93 "
                                    "+ runtime 0.62 + 5.35 per 47.55 s window (the Oobleck decoder at 44.1 kHz, and "
                                    "the files' pages staying mapped beside the weights: not separated)"),
     "stablelm": Formula(source="KV cache from the config; bench lm-1.6b 128 tokens (ratio 1.01)"),
