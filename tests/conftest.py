@@ -11,6 +11,7 @@ import importlib
 import io
 import logging
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -24,6 +25,10 @@ SHARED = ROOT.parent / "shared"
 # Tiny models are all overhead: one intra-op thread runs them faster than two on a 2-core machine (several
 # times faster when the cores are shared), and every run, in-process or in a subprocess, inherits it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A suite started in the background of a non-interactive shell (`make test &`) inherits SIGINT ignored, and every
+# process it starts would too: the Ctrl-C tests would then interrupt nothing. SIGINT gets its default back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
