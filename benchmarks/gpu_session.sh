@@ -33,6 +33,9 @@ if command -v taskset >/dev/null && [ "$CORES" -ge 12 ]; then
     PIN_TESTS="taskset -c 0-3" PIN_CPU="taskset -c 4-$((CORES - 1))"
 fi
 
+CPU_BENCH=(python3 benchmarks/cpu.py --parts sd-turbo --runs 1 --work-dir /tmp/stablekit-bench --save "$OUT/cpu.json"
+           --variants diffusers-fp32,stablekit-default,stablekit-tiny-decoder,stablekit-bf16-tiny-decoder)
+
 part() {  # part NAME SECONDS COMMAND...
     local name=$1 limit=$2
     shift 2
@@ -64,14 +67,10 @@ for arch in ('sdxl', 'sd-turbo'):
             tests/gpu/test_memory_gpu.py tests/gpu/test_fast_gpu.py > "$OUT/gpu-tests.log" 2>&1 &
         tests=$!
         if [ -n "$PIN_CPU" ]; then
-            OMP_NUM_THREADS=$((CORES - 4)) part cpu 220 $PIN_CPU python3 benchmarks/cpu.py \
-                --parts sd-turbo --runs 1 --work-dir /tmp/stablekit-bench --save "$OUT/cpu.json" \
-                --variants diffusers-fp32,stablekit-default,stablekit-tiny-decoder,stablekit-bf16-tiny-decoder
+            OMP_NUM_THREADS=$((CORES - 4)) part cpu 220 $PIN_CPU "${CPU_BENCH[@]}"
         fi
         wait $tests ;;
-    cpu) OMP_NUM_THREADS=$CORES part cpu 300 python3 benchmarks/cpu.py --parts sd-turbo --runs 1 \
-            --work-dir /tmp/stablekit-bench --save "$OUT/cpu.json" \
-            --variants diffusers-fp32,stablekit-default,stablekit-tiny-decoder,stablekit-bf16-tiny-decoder ;;
+    cpu) OMP_NUM_THREADS=$CORES part cpu 300 "${CPU_BENCH[@]}" ;;
     text) part text 150 python3 benchmarks/text.py --models 1.6b --runs 1 --device cuda --dtype bfloat16 \
             --tokens 64 --save "$OUT/text.json" ;;
     *) echo "unknown part: $name" ;;

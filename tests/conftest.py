@@ -11,6 +11,7 @@ import importlib
 import io
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,6 +56,22 @@ def stablekit_home(tmp_path, monkeypatch, tiny_cache) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return home
+
+
+# What `--help`, completion, `models list` and a served call's client must never import.
+HEAVY = ("torch", "diffusers", "transformers", "accelerate", "huggingface_hub", "numpy", "PIL")
+
+
+def import_trace(*args: str, env: dict | None = None,
+                 timeout: float = 300) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """A fresh `stablekit ARGS`, and every module it imported (dotted names, from python -X importtime)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "stablekit", *args], capture_output=True,
+                            text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    return result, set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", result.stderr, flags=re.M))
+
+
+def top_level(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
 
 
 def run_process(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 600,

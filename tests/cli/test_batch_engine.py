@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
 import sys
 
 import pytest
 
-from conftest import run_cli
-
-
-def imported_modules(*args: str) -> set[str]:
-    """Top-level modules a fresh `stablekit ARGS` imports (from python -X importtime)."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "stablekit", *args], capture_output=True,
-                            text=True, env=os.environ)
-    assert result.returncode == 0, result.stderr
-    return {name.split(".")[0] for name in re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", result.stderr,
-                                                      flags=re.M)}
+from conftest import import_trace, run_cli, top_level
 
 
 @pytest.mark.parametrize("args", [["--help"], ["batch", "--help"]])
 def test_help_imports_no_ray(args):
-    modules = imported_modules(*args)
+    result, modules = import_trace(*args)
+    assert result.returncode == 0, result.stderr
+    modules = top_level(modules)
     assert "stablekit" in modules and "ray" not in modules
 
 

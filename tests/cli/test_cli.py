@@ -7,31 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, run_process
+from conftest import HEAVY, import_trace, run_cli, run_process, top_level
 from fakehub import FakeHub
-
-HEAVY = ("torch", "diffusers", "transformers", "accelerate", "huggingface_hub", "numpy", "PIL")
-
-
-def imported_modules(*args: str, env: dict | None = None) -> set[str]:
-    """Top-level modules a fresh `stablekit ARGS` imports (from python -X importtime)."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "stablekit", *args], capture_output=True,
-                            text=True, env={**os.environ, **(env or {})})
-    names = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", result.stderr, flags=re.M)
-    return {name.split(".")[0] for name in names}
 
 
 @pytest.mark.parametrize("args", [["--help"], ["image", "--help"], ["models", "list"], ["models", "info", "sdxl"],
                                   ["presets", "list"]])
 def test_fast_paths_import_no_ml_library(args):
-    modules = imported_modules(*args)
+    modules = top_level(import_trace(*args)[1])
     assert "stablekit" in modules and "typer" in modules
     assert not modules & set(HEAVY), modules & set(HEAVY)
 
@@ -42,7 +29,7 @@ def test_completion_offers_model_ids_without_ml_libraries():
     result = run_cli(env=env)
     assert result.returncode == 0
     assert {"tiny-sd", "tiny-sdxl", "tiny-sd3", "tiny-svd"} <= set(result.stdout.split())
-    assert not imported_modules(env=env) & set(HEAVY)
+    assert not top_level(import_trace(env=env)[1]) & set(HEAVY)
 
 
 def test_version_and_help():

@@ -8,25 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
-import subprocess
-import sys
 import threading
 
 import pytest
 
-from conftest import run_cli
+from conftest import HEAVY, import_trace, run_cli, top_level
 from stablekit import cli
-
-HEAVY = ("torch", "diffusers", "transformers", "accelerate", "huggingface_hub", "numpy", "PIL")
-
-
-def imports(args: list[str], env: dict | None = None) -> tuple[subprocess.CompletedProcess, set[str]]:
-    """A fresh `stablekit ARGS`, and every module it imported (from python -X importtime)."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "stablekit", *args], capture_output=True,
-                            text=True, env={**os.environ, **(env or {})}, timeout=300)
-    return result, set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", result.stderr, flags=re.M))
 
 
 def command_modules(modules: set[str]) -> set[str]:
@@ -81,13 +69,13 @@ def test_each_command_built_alone_shows_the_help_it_has_in_the_whole_app(monkeyp
 
 
 def test_a_run_imports_only_its_own_command_module():
-    result, modules = imports(["image", "--help"])
+    result, modules = import_trace("image", "--help")
     assert result.returncode == 0 and "--dry-run" in result.stdout
     assert command_modules(modules) == {"image", "options"}
-    result, modules = imports(["models", "list", "--json"])
+    result, modules = import_trace("models", "list", "--json")
     assert result.returncode == 0 and "tiny-sd" in result.stdout
     assert command_modules(modules) <= {"models", "options"} and not modules & set(HEAVY)
-    result, modules = imports(["--help"])
+    result, modules = import_trace("--help")
     assert result.returncode == 0 and all(f" {name} " in result.stdout for name in cli.COMMANDS)
     assert command_modules(modules) >= {"image", "models", "serve", "text"}
 
@@ -131,7 +119,7 @@ def test_a_served_call_starts_as_a_thin_client():
             "--guidance", "0", "--seed", "1", "--device", "cpu", "--dtype", "float32", "--decoder", "tiny", "-q",
             "--overwrite", "-o", "lighthouse.png"]
     with stand_in_server([{"path": "lighthouse.png"}]) as received:
-        result, modules = imports(argv)
+        result, modules = import_trace(*argv)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "lighthouse.png\n"
     [message] = received
@@ -140,7 +128,7 @@ def test_a_served_call_starts_as_a_thin_client():
             job["guidance_scale"], job["seed"], job["device"], job["dtype"], job["decoder"], job["output"]) == \
         ("a lighthouse", "tiny-sd", 64, 64, 2, 0.0, 1, "cpu", "float32", "tiny", "lighthouse.png")
     assert message["sink"]["overwrite"] is True
-    tops = {name.split(".")[0] for name in modules}
+    tops = top_level(modules)
     assert not tops & {*HEAVY, "rich"}, tops & {*HEAVY, "rich"}
     assert command_modules(modules) == {"image", "options"}
     assert not [name for name in modules if name.startswith("stablekit.testing")]  # the catalog's tiny builders
