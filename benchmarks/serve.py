@@ -3,11 +3,12 @@
     python benchmarks/serve.py [--calls 10] [--models tiny,sd-turbo-arch] [--save FILE]
 
 Without a server every call imports torch and diffusers and loads the model; with one, the first call loads it
-in the server and the other nine only start a client (no torch) and send the job. Prints each side's total wall
-time, the speed-up, and the client's own start-up per call (a call's wall time less the time the server spent on
-its job, read from the server's log). `tiny` is tiny-sd at 64x64, 2 steps; `sd-turbo-arch` is the full-size
-SD-Turbo architecture with random weights at 512x512, 1 step (built once into --work-dir, 5.2 GB; see
-benchmarks/image.py). A bare interpreter's start is printed too: on a busy machine every figure grows.
+in the server and the other nine only start a client (no torch) and send the job: each call starts in a copy of
+the server's warm client (stablekit.launch), so it skips its imports too. Prints each side's total wall time, the
+speed-up, the client's own start-up per call (a call's wall time less the time the server spent on its job, read
+from the server's log) and how many calls started warm. `tiny` is tiny-sd at 64x64, 2 steps; `sd-turbo-arch` is
+the full-size SD-Turbo architecture with random weights at 512x512, 1 step (built once into --work-dir, 5.2 GB;
+see benchmarks/image.py). A bare interpreter's start is printed too: on a busy machine every figure grows.
 With PYTHONDONTWRITEBYTECODE=1 set (as on the development machine) every call compiles stablekit's own modules
 from source, which an installed package never does; --bytecode keeps every module's bytecode under --work-dir
 (PYTHONPYCACHEPREFIX, filled by the first call) to measure what an installed stablekit starts in.
@@ -58,7 +59,8 @@ def start_server(env: dict, log: Path) -> tuple[subprocess.Popen, float]:
         if process.poll() is not None:
             raise SystemExit(f"the server exited:\n{log.read_text()}")
         answer = subprocess.run(ps, capture_output=True, text=True, env=env)
-        if answer.returncode == 0 and json.loads(answer.stdout).get("running"):
+        if (answer.returncode == 0 and json.loads(answer.stdout).get("running")
+                and "warm client ready" in log.read_text()):  # calls start in its copies from here on
             return process, time.perf_counter() - started
         time.sleep(0.2)
 
@@ -79,13 +81,15 @@ def compare(name: str, model: str, size: int, steps: int, count: int, env: dict,
     if len(jobs) != count:
         raise SystemExit(f"expected {count} jobs in the server's log, found {len(jobs)}:\n{log.read_text()}")
     clients = [wall - job for wall, job in zip(served, jobs, strict=True)]
+    warm = len(re.findall(r"client \d+ \(image\): exit 0", log.read_text()))
     figures = {"calls": count, "here_total_s": sum(here), "served_total_s": sum(served),
                "speedup": sum(here) / sum(served), "server_start_s": start_up, "first_served_call_s": served[0],
                "here_median_call_s": statistics.median(here), "served_median_call_s": statistics.median(served[1:]),
-               "client_startup_median_s": statistics.median(clients[1:]), "client_startup_max_s": max(clients[1:])}
+               "client_startup_median_s": statistics.median(clients[1:]), "client_startup_max_s": max(clients[1:]),
+               "started_warm": warm}
     print(f"{name:<15}{sum(here):>10.1f}{sum(served):>10.1f}{figures['speedup']:>9.1f}x"
           f"{figures['here_median_call_s']:>10.2f}{figures['served_median_call_s']:>10.2f}"
-          f"{figures['client_startup_median_s']:>10.3f}{figures['client_startup_max_s']:>9.3f}", flush=True)
+          f"{figures['client_startup_median_s']:>10.3f}{figures['client_startup_max_s']:>9.3f}{warm:>6}", flush=True)
     return figures
 
 
@@ -118,7 +122,7 @@ def main() -> int:
     print(f"{args.calls} calls, each a fresh process (totals and medians in seconds); a bare `python -c pass` "
           f"takes {bare:.3f} s here; bytecode {compiled}; load average {os.getloadavg()[0]:.1f}")
     print(f"{'model':<15}{'here':>10}{'served':>10}{'speedup':>10}{'call here':>10}{'call srv':>10}"
-          f"{'client':>10}{'max':>9}")
+          f"{'client':>10}{'max':>9}{'warm':>6}")
     results = {}
     for name in args.models.split(","):
         model, size, steps = cases[name]

@@ -1,5 +1,5 @@
-"""`python -m stablekit` runs the CLI."""
+"""`python -m stablekit` runs the CLI (starting in a server's warm client when one runs: stablekit.launch)."""
 
-from .cli import main
+from .launch import main
 
 main()

@@ -172,7 +172,7 @@ def remove_stale() -> int | None | bool:
             except OSError:
                 return False
         pid = read_pid()
-        for path in (socket_path(), pid_path()):
+        for path in (socket_path(), pid_path(), server_dir() / "launch"):
             path.unlink(missing_ok=True)
         return pid
     finally:

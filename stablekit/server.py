@@ -35,6 +35,8 @@ from .errors import StablekitError
 from .relay import Relay, Work, guarded
 from .server_start import DEFAULT_KEEP_ALIVE, format_duration
 
+WARM_CLIENT_STARTS = 4  # the first, and three replacements
+
 
 class WorkQueue:
     """Arrival order for jobs; an unload goes before waiting jobs (it frees memory, it loads nothing)."""
@@ -89,6 +91,8 @@ class Server:
         self._sock: socket.socket | None = None
         self._lock_file = None
         self._home = os.getcwd()
+        self.warm_client = None
+        self.warm_client_starts = 0
 
     def log(self, message: str) -> None:
         with self._log_lock:
@@ -135,6 +139,7 @@ class Server:
                  f"{format_duration(self.keep_alive) if self.keep_alive else 'forever'})")
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         threading.Thread(target=self._accept, name="stablekit-accept", daemon=True).start()
+        self._start_warm_client()
         try:
             self._loop()
         finally:
@@ -152,10 +157,35 @@ class Server:
         if current is not None:
             current.cancelled.set()
 
+    def _start_warm_client(self) -> None:
+        """The process that starts this server's clients already warm (stablekit.launch, stablekit.warm_client).
+        Its own session: the server's terminal's Ctrl-C is not for it; it ends when the server does."""
+        import subprocess
+
+        self.warm_client_starts += 1
+        try:
+            self.warm_client = subprocess.Popen([sys.executable, "-m", f"{__package__}.warm_client", str(os.getpid())],
+                                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                start_new_session=True)
+        except OSError as err:
+            self.log(f"no warm client ({err}); clients start the usual way")
+
+    def _keep_warm_client(self) -> None:
+        """A warm client that ended (killed, or crashed) is replaced, a few times at most: meanwhile, and after,
+        clients start the usual way."""
+        process = self.warm_client
+        if process is None or process.poll() is None or self.warm_client_starts >= WARM_CLIENT_STARTS:
+            return
+        self.log(f"the warm client (pid {process.pid}) ended with code {process.returncode}; starting another")
+        self._start_warm_client()
+
     def _shut_down(self) -> None:
         self.log(f"stopping ({self.stopping or 'done'})")
         with contextlib.suppress(OSError):
             self._sock.close()
+        if self.warm_client is not None:
+            with contextlib.suppress(OSError):
+                self.warm_client.terminate()  # it takes no new calls; the copies running finish as clients do
         for work in self.queue.drain():  # not started: their clients run them themselves
             work.send({"type": "refused", "message": "the server stopped before the job started"})
             work.finished.set()
@@ -170,6 +200,7 @@ class Server:
             work = self.queue.get(timeout=1.0)
             if work is None:
                 self._tick()
+                self._keep_warm_client()
                 continue
             self.current = work
             try:
@@ -338,7 +369,7 @@ class Server:
         work.finished.set()
 
     def status(self) -> dict[str, Any]:
-        current = self.current
+        current, warm = self.current, self.warm_client
         running = None
         if current is not None and current.message.get("type") == "job":
             jobs = current.message["jobs"]
@@ -348,6 +379,7 @@ class Server:
         return {"type": "status", "pid": os.getpid(), "version": __version__, "started": self.started_at,
                 "uptime_seconds": round(time.monotonic() - self.started, 1), "keep_alive_seconds": self.keep_alive,
                 "socket": str(socket_path()), "log": str(self.log_file) if self.log_file else None,
+                "warm_client_pid": warm.pid if warm is not None and warm.poll() is None else None,
                 "jobs_served": self.served,
                 "queued": len(self.queue), "current_job": running, "loads": len(self.pool.loads),
                 "models": self.pool.status(), "rss_gib": _rss_gib()}
