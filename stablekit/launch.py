@@ -88,9 +88,11 @@ def launch(args: list[str]) -> int | None:
     try:
         sock.settimeout(CONNECT_TIMEOUT)
         connect(sock, path)
-        socket.send_fds(sock, [b"F"], [0, 1, 2])
         sock.sendall(json.dumps(call).encode() + b"\n")
         answer = answers.next(START_TIMEOUT) or {}
+        if answer.get("ready") is True:  # the streams go only to a warm client that is answering
+            socket.send_fds(sock, [b"F"], [0, 1, 2])
+            answer = answers.next(START_TIMEOUT) or {}
     except (OSError, ValueError):
         answer = {}
     pid = answer.get("pid")

@@ -5,7 +5,8 @@ itself for each call that stablekit.launch hands it, so that the call skips its 
 its own. It never imports torch, diffusers or transformers: each copy is a client like any other, and a job goes
 to the server (or runs in the copy, where the client would run it itself). It listens on STABLEKIT_HOME/server/
 launch (owner-only, like the server's socket), checks that the caller runs this same stablekit with this same
-interpreter, and answers each call with {"pid": N} once the copy runs, then {"exit": CODE} or {"signal": N}.
+interpreter, then answers {"ready": true}, receives the caller's three standard streams, and answers
+{"pid": N} once the copy runs, then {"exit": CODE} or {"signal": N}.
 A caller that goes away takes its copy with it (SIGTERM). It stops with the server: when told to (SIGTERM), or
 when it finds the server gone; either way it takes no new calls and ends once its copies have.
 """
@@ -24,6 +25,7 @@ import sys
 import time
 
 READ_TIMEOUT = 2.0  # a caller sends its whole call at once
+COPY_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class WarmClient:
@@ -106,18 +108,29 @@ class WarmClient:
         fds: list[int] = []
         try:
             caller.settimeout(READ_TIMEOUT)
-            _, fds, _, _ = socket.recv_fds(caller, 1, 3)
             request = json.loads(read_line(caller))
             command = command_of(request["argv"])
-            refusal = self.refusal(request, fds)
+            refusal = self.refusal(request)
             if refusal:
                 caller.sendall(json.dumps({"refused": refusal}).encode() + b"\n")
                 caller.close()
                 return
-            pid = os.fork()
-            if pid == 0:
-                others = [call.caller for call in self.calls.values() if call.caller is not None]
-                run_copy(request, fds, [caller, self.listener, *others], self.own)
+            # Only now the streams: a caller that gave up on a stuck warm client must not leave them in flight
+            # (a pipe held open that way never ends for its reader).
+            caller.sendall(b'{"ready": true}\n')
+            _, fds, _, _ = socket.recv_fds(caller, 1, 3)
+            if len(fds) != 3 or hung_up(caller):  # it gave up waiting (this process was stopped): it runs it itself
+                caller.close()
+                return
+            # Until the copy has its own handlers, SIGTERM and SIGINT wait: this process's would run in the copy.
+            signal.pthread_sigmask(signal.SIG_BLOCK, COPY_SIGNALS)
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    others = [call.caller for call in self.calls.values() if call.caller is not None]
+                    run_copy(request, fds, [caller, self.listener, *others], self.own)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, COPY_SIGNALS)
             self.calls[pid] = Call(caller, command, time.monotonic())
             try:
                 caller.sendall(json.dumps({"pid": pid}).encode() + b"\n")
@@ -133,12 +146,10 @@ class WarmClient:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
-    def refusal(self, request: dict, fds: list[int]) -> str | None:
+    def refusal(self, request: dict) -> str | None:
         """Why this process cannot run the call as the caller would (None: it can)."""
         from .launch import identity
 
-        if len(fds) != 3:
-            return "the call did not bring its three standard streams"
         if os.getppid() != self.server_pid or self.stopping:
             return "the server is stopping"
         mine = identity()
@@ -205,6 +216,12 @@ def warm_up() -> None:
             command.get_command(context, name).make_context(name, [], parent=context, resilient_parsing=True)
 
 
+def hung_up(sock: socket.socket) -> bool:
+    """Whether the other side has closed the connection (it sends nothing after its call)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+
+
 def read_line(sock: socket.socket) -> bytes:
     data = b""
     while not data.endswith(b"\n"):
@@ -262,6 +279,7 @@ def become_caller(call: dict, fds: list[int], sockets: list, own_fds: list[int])
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in call.get("ignored_signals", []):
         signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, COPY_SIGNALS)  # one sent meanwhile acts now
     for target, fd in enumerate(fds):
         os.dup2(fd, target, inheritable=True)
         os.close(fd)

@@ -181,22 +181,54 @@ def test_malformed_calls_are_refused_and_the_warm_client_keeps_serving(server):
     import socket
 
     path = str(launch.socket_path())
-    for send in (lambda s: s.sendall(b"not json\n"),  # no streams, no call
-                 lambda s: socket.send_fds(s, [b"F"], [0, 1, 2]) and s.sendall(b"{broken\n"),
-                 lambda s: socket.send_fds(s, [b"F"], [0, 1, 2]) and s.sendall(json.dumps({"argv": ["ps"]}).encode()
-                                                                                + b"\n"),
-                 lambda s: socket.send_fds(s, [b"F"], [0]) and s.sendall(b"{}\n"),
-                 lambda s: s.sendall(b"half a call")):  # then hangs up
+    whole = json.dumps({**launch.identity(), "argv": ["ps"]}).encode() + b"\n"  # no folder, environment or streams
+    streams = (b"F", [0, 1, 2])
+    for messages in ([b"not json\n"], [streams, b"{broken\n"], [json.dumps({"argv": ["ps"]}).encode() + b"\n"],
+                     [whole], [whole, (b"F", [0])], [b"half a call"]):  # each then hangs up
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(10)
             sock.connect(path)
-            send(sock)
+            for message in messages:
+                if isinstance(message, tuple):
+                    socket.send_fds(sock, [message[0]], message[1])
+                else:
+                    sock.sendall(message)
             sock.shutdown(socket.SHUT_WR)
             answer = sock.recv(4096)
             assert b"pid" not in answer, answer
     result = run_process("ps", "--json")
     assert result.returncode == 0 and json.loads(result.stdout)["running"]
     assert [command for _, command, _ in copies(server)] == ["ps"], server.text()
+
+
+def test_a_stopped_warm_client_delays_a_call_boundedly_and_never_runs_it_twice(server, tmp_path):
+    pid = server.status()["warm_client_pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = run_process("image", "a cat", "--model", "tiny-sd", "--seed", "1", "-d", str(tmp_path / "out"),
+                             timeout=120)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert result.returncode == 0 and Path(result.stdout.strip()).is_file(), result.stderr
+    assert waited < 60 and server.status()["jobs_served"] == 1
+    time.sleep(1)  # the warm client reads the abandoned call now: it must not run it
+    assert copies(server) == [] and server.status()["jobs_served"] == 1, server.text()
+    assert run_process("ps").returncode == 0 and [c for _, c, _ in copies(server)] == ["ps"]
+
+
+def test_server_and_warm_client_both_killed_leave_nothing_that_stops_the_next_call(server, tmp_path):
+    warm_pid = server.status()["warm_client_pid"]
+    for pid in (warm_pid, server.pid):
+        os.kill(pid, signal.SIGKILL)
+    server.process.wait(60)
+    assert gone(warm_pid)
+    assert launch.socket_path().exists(), "a stale socket, as a kill leaves"
+    after = run_process("image", "a dog", "--model", "tiny-sd", "--seed", "2", "-d", str(tmp_path / "after"))
+    assert after.returncode == 0 and Path(after.stdout.strip()).is_file(), after.stderr
+    assert f"removed a stale server socket (server pid {server.pid} is gone); running here" in after.stderr
+    assert not launch.socket_path().exists()
 
 
 def test_another_interpreter_setup_is_not_started_warm(server, tmp_path):
