@@ -174,7 +174,8 @@ class Server:
         """A warm client that ended (killed, or crashed) is replaced, a few times at most: meanwhile, and after,
         clients start the usual way."""
         process = self.warm_client
-        if process is None or process.poll() is None or self.warm_client_starts >= WARM_CLIENT_STARTS:
+        if (process is None or process.poll() is None or process.returncode == 0  # it chose to end, and said why
+                or self.warm_client_starts >= WARM_CLIENT_STARTS):
             return
         self.log(f"the warm client (pid {process.pid}) ended with code {process.returncode}; starting another")
         self._start_warm_client()

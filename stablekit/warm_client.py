@@ -52,7 +52,11 @@ class WarmClient:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server's terminal is not ours
         self.own = [wake_read, wake_write]
         warm_up()
-        self.listen()
+        try:
+            self.listen()
+        except OSError as err:  # the server runs on; its clients start the usual way
+            log(f"warm client: cannot listen on {self.path} ({err.strerror or err}); clients start the usual way")
+            return
         log(f"warm client ready (pid {os.getpid()})")
         while self.listener is not None or self.calls:
             if told or os.getppid() != self.server_pid:

@@ -269,6 +269,25 @@ def test_the_warm_client_is_private_imports_no_ml_library_and_ends_with_the_serv
         stop(again)
 
 
+def test_a_warm_client_that_cannot_listen_leaves_the_server_serving(stablekit_home, tmp_path):
+    blocked = launch.socket_path()
+    blocked.mkdir(parents=True)  # something that is not a socket where its socket goes
+    (blocked / "keep").write_text("not ours to delete")
+    served = start(stablekit_home, tmp_path / "server.log", "--keep-alive", "0")
+    try:
+        deadline = time.monotonic() + 60
+        while "cannot listen" not in served.text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"warm client: cannot listen on {blocked}" in served.text(), served.text()
+        result = run_process("image", "a cat", "--model", "tiny-sd", "--seed", "1", "-d", str(tmp_path / "out"))
+        assert result.returncode == 0 and Path(result.stdout.strip()).is_file(), result.stderr
+        assert served.status()["jobs_served"] == 1 and copies(served) == []
+        time.sleep(1.5)  # a tick of the server's loop: it does not start the warm client again
+        assert "starting another" not in served.text() and (blocked / "keep").read_text() == "not ours to delete"
+    finally:
+        stop(served)
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
     (["image", "a cat"], True), (["-q", "text", "hi"], True), (["batch", "jobs.jsonl"], True), (["ps"], True),
     (["image", "a cat", "--no-server"], False), (["serve"], False), (["chat"], False), (["models", "list"], False),
