@@ -81,12 +81,12 @@ def build_app(only: str | None = None) -> typer.Typer:
 def invoked_command(args: list[str]) -> str | None:
     """The subcommand a command line runs, when it is the only one to build: the first word, after any -q. None
     (build them all) for `--help`, `--version`, no command, an unknown one, and shell completion."""
+    from .launch import command_word
+
     if os.environ.get("_STABLEKIT_COMPLETE"):  # typer's completion variable: <TAB> may walk the whole tree
         return None
-    for arg in args:
-        if arg not in ("-q", "--quiet"):
-            return arg if arg in COMMANDS else None
-    return None
+    word = command_word(args)
+    return word if word in COMMANDS else None
 
 
 def parameters(command, parent=None):

@@ -11,10 +11,8 @@ The wire is JSON lines over a Unix socket (see stablekit.server for the messages
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 from . import __version__
 from .console import Progress
 from .errors import StablekitError
+from .wire import Channel, unix_address  # noqa: F401 - the server's and the commands' names for them
 
 PROTOCOL = 1
 CONNECT_TIMEOUT = 2.0  # a Unix socket connects at once or not at all
@@ -64,66 +63,6 @@ def wanted(no_server: bool = False) -> bool:
 
     return (not no_server and os.environ.get("STABLEKIT_SERVER", "").strip() != "0" and hasattr(socket, "AF_UNIX")
             and not locked())
-
-
-class Channel:
-    """One connection: JSON objects out, one per line; JSON objects in, with a bounded wait for each."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._buffer = b""
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.sock.sendall(json.dumps(message, default=str).encode() + b"\n")
-
-    def receive(self, timeout: float | None) -> dict[str, Any] | None:
-        """The next message; None when the other side closed. Raises TimeoutError after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                raise TimeoutError from None
-            except (ConnectionResetError, BrokenPipeError):
-                chunk = b""
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def read_ready(self) -> list[dict[str, Any]] | None:
-        """One read, for a caller that knows data is waiting (select): the complete messages so far; None when
-        the other side closed."""
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            return None
-        self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
-        return [json.loads(line) for line in lines if line.strip()]
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-
-def unix_address(path: Path, use: Callable[[str], None]) -> None:
-    """Call `use(address)` (bind or connect) with `path`, through /proc/self/fd when it is longer than a
-    Unix socket address may be (about 100 bytes; deep temporary folders exceed it)."""
-    if len(os.fsencode(path)) < 100:
-        use(str(path))
-        return
-    if not os.path.isdir("/proc/self/fd"):
-        raise StablekitError(f"the server's socket path is too long: {path}", hint="use a shorter STABLEKIT_HOME")
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        use(f"/proc/self/fd/{fd}/{path.name}")
-    finally:
-        os.close(fd)
 
 
 def connect(progress: Progress = Progress()) -> Channel | None:
@@ -171,8 +110,10 @@ def remove_stale() -> int | None | bool:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 return False
+        from .launch import socket_path as warm_client_socket
+
         pid = read_pid()
-        for path in (socket_path(), pid_path(), server_dir() / "launch"):
+        for path in (socket_path(), pid_path(), warm_client_socket()):
             path.unlink(missing_ok=True)
         return pid
     finally:

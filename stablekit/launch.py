@@ -11,7 +11,6 @@ process's. Anything else, or any doubt (no warm client, another stablekit or Pyt
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -43,9 +42,13 @@ def main() -> None:
 
 def eligible(args: list[str]) -> bool:
     """Whether this call may start in a warm client: a command that talks to the server, which is not turned off."""
-    command = next((arg for arg in args if arg not in ("-q", "--quiet")), None)
-    return (command in WARM_COMMANDS and "--no-server" not in args and hasattr(socket, "send_fds")
+    return (command_word(args) in WARM_COMMANDS and "--no-server" not in args and hasattr(socket, "send_fds")
             and os.environ.get("STABLEKIT_SERVER", "").strip() != "0" and not os.environ.get("_STABLEKIT_COMPLETE"))
+
+
+def command_word(args: list[str]) -> str | None:
+    """The word that names the subcommand: the first one after any -q."""
+    return next((arg for arg in args if arg not in ("-q", "--quiet")), None)
 
 
 def socket_path():
@@ -81,26 +84,28 @@ def launch(args: list[str]) -> int | None:
                 "streams": [stream_settings(stream) for stream in (sys.stdin, sys.stdout, sys.stderr)]}
     except Exception:  # no socket, no STABLEKIT_HOME, a deleted working folder: run here, which says what is wrong
         return None
+    from .errors import StablekitError
+    from .wire import Channel, unix_address
+
     signals = Forwarder()
     call["ignored_signals"] = signals.ignored
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    answers = Answers(sock)
+    channel = Channel(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
     try:
-        sock.settimeout(CONNECT_TIMEOUT)
-        connect(sock, path)
-        sock.sendall(json.dumps(call).encode() + b"\n")
-        answer = answers.next(START_TIMEOUT) or {}
+        channel.sock.settimeout(CONNECT_TIMEOUT)
+        unix_address(path, channel.sock.connect)
+        channel.send(call)
+        answer = channel.receive(START_TIMEOUT) or {}
         if answer.get("ready") is True:  # the streams go only to a warm client that is answering
-            socket.send_fds(sock, [b"F"], [0, 1, 2])
-            answer = answers.next(START_TIMEOUT) or {}
-    except (OSError, ValueError):
+            socket.send_fds(channel.sock, [b"F"], [0, 1, 2])
+            answer = channel.receive(START_TIMEOUT) or {}
+    except (OSError, ValueError, StablekitError):
         answer = {}
     pid = answer.get("pid")
     if not isinstance(pid, int):  # refused (another stablekit, the server stopping) or gone before it forked
-        sock.close()
+        channel.close()
         return signals.give_up()
     signals.pass_to(pid)
-    answer = answers.end_of(pid)
+    answer = end_of(channel, pid)
     if isinstance(answer.get("exit"), int):
         return answer["exit"]
     if isinstance(answer.get("signal"), int):
@@ -111,39 +116,20 @@ def launch(args: list[str]) -> int | None:
     return 1
 
 
-class Answers:
-    """The warm client's answers: JSON objects, one per line."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
-
-    def next(self, timeout: float) -> dict | None:
-        """The next answer; None when the warm client closed the connection. Raises TimeoutError (an OSError)."""
-        self.sock.settimeout(timeout)
-        while b"\n" not in self.buffer:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def end_of(self, pid: int) -> dict:
-        """How the copy ended ({"exit": N} or {"signal": N}); {} when the warm client cannot tell any more: it
-        closed the connection, or the copy has ended and no answer came within ANSWER_GRACE (a stopped warm
-        client)."""
-        ended = None
-        while True:
-            try:
-                return self.next(1.0) or {}
-            except TimeoutError:
-                if ended is None and not running(pid):
-                    ended = time.monotonic()
-                if ended is not None and time.monotonic() - ended > ANSWER_GRACE:
-                    return {}
-            except (OSError, ValueError):
+def end_of(channel, pid: int) -> dict:
+    """How the copy ended ({"exit": N} or {"signal": N}); {} when the warm client cannot tell any more: it closed
+    the connection, or the copy has ended and no answer came within ANSWER_GRACE (a stopped warm client)."""
+    ended = None
+    while True:
+        try:
+            return channel.receive(1.0) or {}
+        except TimeoutError:
+            if ended is None and not running(pid):
+                ended = time.monotonic()
+            if ended is not None and time.monotonic() - ended > ANSWER_GRACE:
                 return {}
+        except (OSError, ValueError):
+            return {}
 
 
 class Forwarder:
@@ -218,19 +204,6 @@ def running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
-
-
-def connect(sock: socket.socket, path) -> None:
-    """Connect through /proc/self/fd when the path is longer than a Unix socket address may be (as
-    stablekit.client.unix_address)."""
-    if len(os.fsencode(path)) < 100:
-        sock.connect(str(path))
-        return
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        sock.connect(f"/proc/self/fd/{fd}/{path.name}")
-    finally:
-        os.close(fd)
 
 
 def current_umask() -> int:

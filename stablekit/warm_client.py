@@ -16,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import os
 import select
 import signal
 import socket
 import sys
 import time
+
+from .launch import WARM_COMMANDS, command_word, identity, socket_path
+from .wire import Channel, unix_address
 
 READ_TIMEOUT = 2.0  # a caller sends its whole call at once
 COPY_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -32,9 +34,8 @@ class WarmClient:
     """The listening loop: accept calls, fork their copies, report how each ended; stop with the server."""
 
     def __init__(self, server_pid: int) -> None:
-        from .launch import socket_path
-
         self.server_pid = server_pid
+        self.identity = identity()
         self.path = socket_path()
         self.listener: socket.socket | None = None
         self.inode: int | None = None
@@ -78,8 +79,6 @@ class WarmClient:
 
     def listen(self) -> None:
         """An owner-only socket beside the server's (the folder is already private)."""
-        from .client import unix_address
-
         self.path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
@@ -110,18 +109,19 @@ class WarmClient:
         except OSError:
             return
         fds: list[int] = []
+        channel = Channel(caller)
         try:
-            caller.settimeout(READ_TIMEOUT)
-            request = json.loads(read_line(caller))
-            command = command_of(request["argv"])
+            request = channel.receive(READ_TIMEOUT)
+            command = command_word(request["argv"]) or "?"
             refusal = self.refusal(request)
             if refusal:
-                caller.sendall(json.dumps({"refused": refusal}).encode() + b"\n")
+                channel.send({"refused": refusal})
                 caller.close()
                 return
             # Only now the streams: a caller that gave up on a stuck warm client must not leave them in flight
             # (a pipe held open that way never ends for its reader).
-            caller.sendall(b'{"ready": true}\n')
+            channel.send({"ready": True})
+            caller.settimeout(READ_TIMEOUT)
             _, fds, _, _ = socket.recv_fds(caller, 1, 3)
             if len(fds) != 3 or hung_up(caller):  # it gave up waiting (this process was stopped): it runs it itself
                 caller.close()
@@ -137,7 +137,7 @@ class WarmClient:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, COPY_SIGNALS)
             self.calls[pid] = Call(caller, command, time.monotonic())
             try:
-                caller.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                channel.send({"pid": pid})
             except OSError:
                 self.caller_gone(caller)
                 return
@@ -152,12 +152,9 @@ class WarmClient:
 
     def refusal(self, request: dict) -> str | None:
         """Why this process cannot run the call as the caller would (None: it can)."""
-        from .launch import identity
-
         if os.getppid() != self.server_pid or self.stopping:
             return "the server is stopping"
-        mine = identity()
-        different = [key for key in mine if request.get(key) != mine[key]]
+        different = [key for key, value in self.identity.items() if request.get(key) != value]
         return f"the caller differs ({', '.join(different)})" if different else None
 
     def caller_gone(self, ready: socket.socket) -> None:
@@ -190,7 +187,7 @@ class WarmClient:
             log(f"client {pid} ({call.command}): {how} after {time.monotonic() - call.started:.2f} s")
             if call.caller is not None:
                 with contextlib.suppress(OSError):
-                    call.caller.sendall(json.dumps(answer).encode() + b"\n")
+                    Channel(call.caller).send(answer)
                 call.caller.close()
 
 
@@ -201,17 +198,12 @@ class Call:
     started: float
 
 
-def command_of(argv: list[str]) -> str:
-    return next((arg for arg in argv if arg not in ("-q", "--quiet")), "?")
-
-
 def warm_up() -> None:
     """Import and build what a served call uses, and run one parse per command, so a copy starts at its command's
     own work: typer, pydantic's validators, stablekit's commands, the client."""
     import typer
 
     from . import cli, client, client_follow  # noqa: F401 - imported for the copies
-    from .launch import WARM_COMMANDS
 
     for name in sorted(WARM_COMMANDS):
         with contextlib.suppress(Exception):
@@ -224,16 +216,6 @@ def hung_up(sock: socket.socket) -> bool:
     """Whether the other side has closed the connection (it sends nothing after its call)."""
     readable, _, _ = select.select([sock], [], [], 0)
     return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-
-
-def read_line(sock: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ValueError("the caller closed before its call was complete")
-        data += chunk
-    return data
 
 
 def run_copy(call: dict, fds: list[int], sockets: list, own_fds: list[int]) -> None:
