@@ -124,6 +124,7 @@ def stop(ctx: typer.Context) -> None:
     import time
 
     from stablekit import client
+    from stablekit.launch import running
 
     console = ctx.obj
     answer = client.request({"type": "stop"}, console)
@@ -132,27 +133,7 @@ def stop(ctx: typer.Context) -> None:
         return
     pid = answer.get("pid")
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (client.socket_path().exists() or _running(pid)):
+    while time.monotonic() < deadline and (client.socket_path().exists() or (pid and running(pid))):
         time.sleep(0.05)
     console.info(f"stopped the stablekit server (pid {pid})" if not client.socket_path().exists() else
                  f"asked the stablekit server (pid {pid}) to stop; it is still finishing")
-
-
-def _running(pid: int | None) -> bool:
-    """Whether the process is still there (a zombie waiting for its parent counts as gone)."""
-    import os
-
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -207,6 +207,8 @@ def running(pid: int) -> bool:
 
 
 def current_umask() -> int:
+    """As stablekit.outputs.current_umask, which this module does not import: it starts every served call, on the
+    standard library only."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -240,7 +240,8 @@ def remove_strays(folder: Path, alive: Callable[[int], bool] = pid_alive) -> lis
     return removed
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: it is put straight back)."""
     current = os.umask(0)
     os.umask(current)
     return current
@@ -267,7 +268,7 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, overwrite: bool =
         raise storage_error(err, path) from None
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual permissions
         if overwrite:
             os.replace(tmp, path)
             return path

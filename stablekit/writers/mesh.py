@@ -21,7 +21,7 @@ from trimesh.exchange.gltf import export_glb
 from trimesh.exchange.obj import export_obj
 
 from .. import __version__
-from ..outputs import storage_error, temporary_path, write_atomic
+from ..outputs import current_umask, storage_error, temporary_path, write_atomic
 
 FORMATS = {".glb": "glb", ".obj": "obj", ".ply": "ply", ".stl": "stl"}
 EXTENSIONS = tuple(FORMATS)
@@ -140,7 +140,7 @@ def _place(files: dict[Path, bytes], overwrite: bool) -> bool:
         for target, data in files.items():
             temps[target] = tmp = temporary_path(target)  # known before a byte is written: removed below
             tmp.write_bytes(data)
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~current_umask())
         for target, tmp in temps.items():
             if overwrite:
                 os.replace(tmp, target)
@@ -161,12 +161,6 @@ def _place(files: dict[Path, bytes], overwrite: bool) -> bool:
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def glb_bytes(mesh: trimesh.Trimesh, metadata: dict[str, Any] | None) -> bytes:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OutputError
-from ..outputs import StorageError, storage_error, temporary_folder, write_atomic
+from ..outputs import StorageError, current_umask, storage_error, temporary_folder, write_atomic
 
 EXTENSIONS = (".mp4", ".gif", ".webp")
 FRAMES = "frames"  # the format name of a folder of PNG frames
@@ -206,12 +206,6 @@ def _keep_frames(frames: np.ndarray, path: Path, reason: str, comment: str | Non
                          hint=hint, kept=kept)
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def is_frames_folder(folder: Path) -> bool:
     """A folder stablekit wrote: nothing in it but frame-NNNN.png files."""
     return folder.is_dir() and all(_FRAME_NAME.fullmatch(entry.name) for entry in folder.iterdir())
@@ -239,7 +233,7 @@ def write_frames(frames, folder: Path, *, comment: str | None = None, overwrite:
                 info.add_itxt("stablekit", comment)
             info.add_text("frame", f"{index}/{len(data)}")
             frame.save(tmp / frame_name(index, len(data)), format="PNG", pnginfo=info)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
         return _move_into_place(tmp, folder, overwrite)
     except OSError as err:
         raise storage_error(err, folder) from None
