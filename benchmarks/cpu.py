@@ -1,21 +1,30 @@
 """CPU fast paths against plain diffusers / transformers, one process per variant, in alternating order.
 
     python benchmarks/cpu.py [--runs 3] [--parts sd-turbo,sdxl-turbo,text,components] [--variants a,b,...]
-                             [--work-dir DIR] [--save FILE]
+                             [--work-dir DIR] [--save FILE] [--load-only]
 
 Images: SD-Turbo's architecture (UNet 866M, OpenCLIP-H text encoder, VAE 84M; random weights, built once into
 --work-dir by benchmarks/image.py's builder) at 512x512, 1 step, guidance 0; SDXL-Turbo's at 512x512, 1 step, only
 when the machine has the RAM for it in float32 (else skipped with the reason). The tiny decoder is a random-weight
-AutoencoderTiny in the real TAESD architecture, put in the benchmark's own hub cache as madebyollin/taesd (the
-machine has no network): its speed is TAESD's, its pictures are noise, like the rest.
+AutoencoderTiny in the real TAESD architecture, put in the benchmark's own hub cache as madebyollin/taesd and
+madebyollin/taesdxl (the machine has no network): its speed is TAESD's, its pictures are noise, like the rest.
 
 Each variant runs in a fresh process that times itself: `render` is the pipeline call (text encoding, denoising,
 decoding), `in-process` is imports + loading + render (everything but interpreter start), `end to end` is the
-process's wall time as the parent sees it; a --compile variant is run once first to fill its compile cache (that
-cold run's time is printed apart, not counted). The stablekit variants make the library calls `stablekit image` makes
-(job_from -> plan -> engine load -> session run, the sink writing the PNG and its sidecar). Order alternates run by
-run so a busy moment hits all variants alike; medians are printed with each variant's ratio to plain diffusers
-float32 (>1 = faster). The machine's load average and free memory are printed before and after.
+process's wall time as the parent sees it. The stablekit variants make the library calls `stablekit image` makes
+(job_from -> plan -> engine load -> session run, the sink writing the PNG and its sidecar) and end as it ends
+(exit handlers, then no interpreter teardown: ~2.5 s of a plain script's exit on a small CPU); a served variant
+is the `stablekit image` command itself against a warm `stablekit serve` started beforehand (its start printed
+apart): its end to end is the command's wall time, its render and in-process the job's time in the server (which
+has the model loaded: the server's log says it). Order alternates run by run so a busy moment hits all variants
+alike; medians are printed with each variant's ratio to plain diffusers float32 (>1 = faster). Each stablekit
+variant runs once first, printed apart: that run fills what later runs reuse (a --compile variant's compiled code;
+the weights kept converted to the run dtype, stablekit.weights_cache); the `-no-cache` variants turn the latter off
+(STABLEKIT_WEIGHTS_CACHE=off) to show what it saves. The `stablekit-catalog` variants run `--model sd-turbo` as a
+user does: its record loads the repository's float16 files (the benchmark puts the same random weights in its hub
+cache as stabilityai/sd-turbo, float32 files with float16 copies beside, as the real repository has them), which
+every load converts to the run dtype unless a converted copy is kept. The machine's load average and free memory
+are printed before and after.
 
 Components (`--parts components`, one process): the text encoder, one UNet step, the VAE's decode and TAESD's decode
 at 512x512, each in float32 and bfloat16, and the UNet step in channels_last: where the time of a render goes.
@@ -31,11 +40,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -43,7 +54,9 @@ PROMPT = "a lighthouse at dusk, oil painting"
 SEED = 1
 GIB = 1024**3
 TAESD_REPO = "madebyollin/taesd"
+TAESDXL_REPO = "madebyollin/taesdxl"
 _FAKE_COMMIT = "0" * 40
+LOAD_ONLY = False  # --load-only: imports and loading (a bf16 render takes minutes on a CPU without bf16 hardware)
 
 # One process: plain diffusers, the way a user would write it, timing itself.
 PLAIN = r'''
@@ -58,6 +71,9 @@ if a.get("channels_last"):
     pipe.unet.to(memory_format=torch.channels_last)
 pipe.set_progress_bar_config(disable=True)
 t1 = time.perf_counter()
+if a.get("load_only"):
+    print(json.dumps({"load": t1 - t0, "render": 0.0, "in_process": t1 - t0}))
+    sys.exit(0)
 image = pipe(a["prompt"], width=a["size"], height=a["size"], num_inference_steps=a["steps"], guidance_scale=0.0,
              generator=torch.Generator("cpu").manual_seed(a["seed"])).images[0]
 t2 = time.perf_counter()
@@ -80,11 +96,17 @@ job = job_from("image", {"prompt": a["prompt"], "model": a["folder"], "width": a
 plan = runner.plan_job(job)
 session = runner.engine_for("image").load(plan, Progress())
 t1 = time.perf_counter()
+if a.get("load_only"):
+    print(json.dumps({"load": t1 - t0, "render": 0.0, "in_process": t1 - t0, "dtype": plan.device_plan.dtype}))
+    from stablekit.cli import _exit_without_teardown
+    _exit_without_teardown(0)
 sink = Sink(".", overwrite=True, total=1)
 session.run(plan, sink)
 t2 = time.perf_counter()
 print(json.dumps({"load": t1 - t0, "render": t2 - t1, "in_process": time.perf_counter() - t0,
                   "dtype": plan.device_plan.dtype}))
+from stablekit.cli import _exit_without_teardown
+_exit_without_teardown(0)  # as the command ends: exit handlers run, no interpreter teardown of torch & co
 '''
 
 TEXT = r'''
@@ -158,6 +180,15 @@ IMAGE_VARIANTS = {
     "stablekit-bf16-tiny-decoder": ("stablekit", {"dtype": "bfloat16", "decoder": "tiny"}),
     "stablekit-compile": ("stablekit", {"compile": True}),
     "stablekit-compile-tiny-decoder": ("stablekit", {"compile": True, "decoder": "tiny"}),
+    # `stablekit image` as a command against a warm `stablekit serve` (started once, before the runs).
+    "stablekit-served-tiny-decoder": ("served", {"decoder": "tiny"}),
+    # The converted-weights cache off: every load converts, as before it existed.
+    # `--model sd-turbo` as a user runs it: the catalog record loads the repository's float16 files (here the same
+    # random weights, placed in the benchmark's hub cache as stabilityai/sd-turbo), converted to the run dtype.
+    "stablekit-catalog": ("stablekit", {"model": "sd-turbo"}),
+    "stablekit-catalog-no-cache": ("stablekit", {"model": "sd-turbo"}, {"STABLEKIT_WEIGHTS_CACHE": "off"}),
+    "stablekit-default-no-cache": ("stablekit", {}, {"STABLEKIT_WEIGHTS_CACHE": "off"}),
+    "stablekit-bf16-no-cache": ("stablekit", {"dtype": "bfloat16"}, {"STABLEKIT_WEIGHTS_CACHE": "off"}),
 }
 DEFAULT_VARIANTS = ("diffusers-fp32,diffusers-bf16,stablekit-default,stablekit-bf16,stablekit-tiny-decoder,"
                     "stablekit-bf16-tiny-decoder,stablekit-compile,stablekit-compile-tiny-decoder")
@@ -178,26 +209,57 @@ def _available_gib() -> float:
 
 
 def fake_taesd(env: dict) -> None:
-    """A random-weight AutoencoderTiny in TAESD's real architecture, placed where the hub cache would hold
-    madebyollin/taesd (this machine cannot download the real one; the speed is the same)."""
-    cache = Path(env["HF_HOME"]) / "hub" / ("models--" + TAESD_REPO.replace("/", "--"))
-    snapshot = cache / "snapshots" / _FAKE_COMMIT
-    if (snapshot / "config.json").is_file():
-        return
-    import torch
-    from diffusers import AutoencoderTiny
+    """Random-weight AutoencoderTiny models in TAESD's real architecture (TAESDXL's is the same), placed where the
+    hub cache would hold madebyollin/taesd and madebyollin/taesdxl (this machine cannot download the real ones; the
+    speed is the same)."""
+    for repo in (TAESD_REPO, TAESDXL_REPO):
+        cache = Path(env["HF_HOME"]) / "hub" / ("models--" + repo.replace("/", "--"))
+        snapshot = cache / "snapshots" / _FAKE_COMMIT
+        if (snapshot / "config.json").is_file():
+            continue
+        import torch
+        from diffusers import AutoencoderTiny
 
-    torch.manual_seed(0)
-    (cache / "refs").mkdir(parents=True, exist_ok=True)
-    (cache / "blobs").mkdir(exist_ok=True)
-    AutoencoderTiny().save_pretrained(snapshot, safe_serialization=True)  # the defaults are TAESD's layout
-    (cache / "refs" / "main").write_text(_FAKE_COMMIT)
+        torch.manual_seed(0)
+        (cache / "refs").mkdir(parents=True, exist_ok=True)
+        (cache / "blobs").mkdir(exist_ok=True)
+        AutoencoderTiny().save_pretrained(snapshot, safe_serialization=True)  # the defaults are TAESD's layout
+        (cache / "refs" / "main").write_text(_FAKE_COMMIT)
+
+
+def fake_sd_turbo_repo(env: dict, folder: Path) -> None:
+    """The SD-Turbo architecture folder as the hub cache would hold stabilityai/sd-turbo: its float32 files (linked)
+    and float16 variant files beside them, as the real repository has both."""
+    snapshot = Path(env["HF_HOME"]) / "hub" / "models--stabilityai--sd-turbo" / "snapshots" / _FAKE_COMMIT
+    if (snapshot / "model_index.json").is_file():
+        return
+    from safetensors.torch import load_file, save_file
+
+    partial = snapshot.with_name(_FAKE_COMMIT + ".partial")
+    for source in sorted(folder.rglob("*")):
+        if source.is_dir():
+            continue
+        target = partial / source.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(source)
+        if source.suffix == ".safetensors":
+            half = {name: t.half() if t.is_floating_point() else t for name, t in load_file(source).items()}
+            save_file(half, target.with_name(source.name.replace(".safetensors", ".fp16.safetensors")))
+    partial.rename(snapshot)
+    refs = snapshot.parent.parent / "refs"
+    refs.mkdir(exist_ok=True)
+    (refs / "main").write_text(_FAKE_COMMIT)
 
 
 def run_variant(name: str, folder: Path, size: int, steps: int, env: dict, out: Path) -> dict:
-    kind, options = IMAGE_VARIANTS[name]
+    kind, options, *extra_env = IMAGE_VARIANTS[name]
+    env = {**env, **(extra_env[0] if extra_env else {})}
     args = {"folder": str(folder), "prompt": PROMPT, "size": size, "steps": steps, "seed": SEED,
-            "out": str(out / f"{name}.png")}
+            "out": str(out / f"{name}.png"), "load_only": LOAD_ONLY}
+    if kind == "served":
+        if LOAD_ONLY:
+            raise SystemExit(f"{name}: a served call cannot be timed without its render (drop --load-only)")
+        return run_served(folder, size, steps, options, env, out / f"{name}.png")
     if kind == "plain":
         args.update(options)
         script = PLAIN
@@ -215,6 +277,52 @@ def run_variant(name: str, folder: Path, size: int, steps: int, env: dict, out: 
     return data
 
 
+def run_served(folder: Path, size: int, steps: int, options: dict, env: dict, out: Path) -> dict:
+    argv = [sys.executable, "-m", "stablekit", "image", PROMPT, "--model", str(folder), "--width", str(size),
+            "--height", str(size), "--steps", str(steps), "--guidance", "0", "--seed", str(SEED), "--device", "cpu",
+            "-q", "--overwrite", "-o", str(out)]
+    for key, value in options.items():
+        argv += [f"--{key}", str(value)]
+    before = _served_jobs()
+    start = time.perf_counter()
+    result = subprocess.run(argv, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if result.returncode:
+        raise SystemExit(f"served call failed:\n{result.stderr[-3000:]}")
+    jobs = _served_jobs()
+    if len(jobs) != len(before) + 1:
+        raise SystemExit(f"expected one more job in the server's log, found {len(jobs) - len(before)}")
+    # The job's time inside the server (the model already loaded there): what the call waited for in-process.
+    return {"load": 0.0, "render": jobs[-1], "in_process": jobs[-1], "end_to_end": wall}
+
+
+SERVER_LOG: Path | None = None
+
+
+def _served_jobs() -> list[float]:
+    text = SERVER_LOG.read_text() if SERVER_LOG and SERVER_LOG.is_file() else ""
+    return [float(seconds) for seconds in re.findall(r"job \d+: done in ([\d.]+) s", text)]
+
+
+@contextmanager
+def server_for(variants: list[str], env: dict, work: Path):
+    """A warm `stablekit serve` while served variants run (its start-up printed, not counted)."""
+    if not any(IMAGE_VARIANTS[name][0] == "served" for name in variants):
+        yield
+        return
+    from serve import start_server
+
+    global SERVER_LOG
+    SERVER_LOG = work / "server-cpu.log"
+    process, start_up = start_server(env, SERVER_LOG)
+    print(f"  stablekit serve started in {start_up:.1f} s (not counted)", flush=True)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(120)
+
+
 def check_image(path: Path) -> str:
     import numpy as np
     from PIL import Image
@@ -230,27 +338,32 @@ def image_part(label: str, folder: Path, size: int, steps: int, variants: list[s
     print(f"\n{label} {size}x{size}, {steps} step(s), {runs} run(s) per variant; {machine_state()}", flush=True)
     samples: dict[str, list[dict]] = {name: [] for name in variants}
     cold = {}
-    for name in (v for v in variants if IMAGE_VARIANTS[v][1].get("compile")):  # fill the compile cache first
-        cold[name] = run_variant(name, folder, size, steps, env, out)
-        print(f"  {name}, first run (cold compile cache, not counted): end to end {cold[name]['end_to_end']:.1f} s",
-              flush=True)
-    for run in range(runs):
-        order = variants if run % 2 == 0 else variants[::-1]
-        for name in order:
-            samples[name].append(run_variant(name, folder, size, steps, env, out))
-            last = samples[name][-1]
-            print(f"  run {run + 1} {name}: render {last['render']:.2f} s, end to end {last['end_to_end']:.2f} s",
-                  file=sys.stderr, flush=True)
+    # A stablekit variant's first run fills its caches (compiled code; the weights kept converted to its dtype),
+    # so it is run once first and printed apart: the table is what every later one-shot run takes.
+    with server_for(variants, env, out.parent):
+        for name in (v for v in variants if IMAGE_VARIANTS[v][0] in ("stablekit", "served")):
+            cold[name] = run_variant(name, folder, size, steps, env, out)
+            print(f"  {name}, first run (fills its caches, not counted): load {cold[name]['load']:.1f} s, "
+                  f"end to end {cold[name]['end_to_end']:.1f} s", flush=True)
+        for run in range(runs):
+            order = variants if run % 2 == 0 else variants[::-1]
+            for name in order:
+                samples[name].append(run_variant(name, folder, size, steps, env, out))
+                last = samples[name][-1]
+                print(f"  run {run + 1} {name}: render {last['render']:.2f} s, end to end "
+                      f"{last['end_to_end']:.2f} s", file=sys.stderr, flush=True)
     medians = {name: {key: statistics.median(s[key] for s in values)
-                      for key in ("render", "in_process", "end_to_end")} for name, values in samples.items()}
+                      for key in ("load", "render", "in_process", "end_to_end")} for name, values in samples.items()}
     base = medians.get("diffusers-fp32")
-    print(f"{'variant':<32}{'render s':>10}{'x':>7}{'in-process s':>14}{'x':>7}{'end to end s':>14}{'x':>7}  image")
+    print(f"{'variant':<32}{'imports+load s':>15}{'render s':>10}{'x':>7}{'in-process s':>14}{'x':>7}"
+          f"{'end to end s':>14}{'x':>7}  image")
     for name, m in medians.items():
-        ratios = [base[k] / m[k] if base else float("nan") for k in ("render", "in_process", "end_to_end")]
-        print(f"{name:<32}{m['render']:>10.2f}{ratios[0]:>7.2f}{m['in_process']:>14.2f}{ratios[1]:>7.2f}"
-              f"{m['end_to_end']:>14.2f}{ratios[2]:>7.2f}  {check_image(out / f'{name}.png')}")
+        ratios = [base[k] / m[k] if base and m[k] else float("nan") for k in ("render", "in_process", "end_to_end")]
+        made = "-" if LOAD_ONLY else check_image(out / f"{name}.png")
+        print(f"{name:<32}{m['load']:>15.2f}{m['render']:>10.2f}{ratios[0]:>7.2f}{m['in_process']:>14.2f}"
+              f"{ratios[1]:>7.2f}{m['end_to_end']:>14.2f}{ratios[2]:>7.2f}  {made}")
     print(f"after: {machine_state()}", flush=True)
-    return {"medians": medians, "samples": samples, "cold_compile": cold}
+    return {"medians": medians, "samples": samples, "first_runs": cold, "load_only": LOAD_ONLY}
 
 
 def components_part(folder: Path, env: dict, repeat: int) -> dict:
@@ -353,7 +466,11 @@ def main() -> int:
                         help="GiB of available RAM needed to run SDXL-Turbo's architecture in float32")
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "stablekit-bench"))
     parser.add_argument("--save", help="write the figures as JSON")
+    parser.add_argument("--load-only", action="store_true",
+                        help="time imports and loading only (no render; not for served variants)")
     args = parser.parse_args()
+    global LOAD_ONLY
+    LOAD_ONLY = args.load_only
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     out = work / "out"
@@ -380,6 +497,8 @@ def main() -> int:
     if "sd-turbo" in parts:
         tiny_sd = hub.ensure_local(load_registry().get("tiny-sd"))
         folder = build_sd_turbo_architecture(work / "sd-turbo-arch", tiny_sd)
+        if any(IMAGE_VARIANTS[v][1].get("model") == "sd-turbo" for v in variants):
+            fake_sd_turbo_repo(env, folder)
         results["sd-turbo"] = image_part("SD-Turbo architecture", folder, 512, 1, variants, args.runs, env, out)
     if "components" in parts:
         fake_taesd(env)

@@ -15,7 +15,7 @@ def doctor(
     json_output: JsonOpt = False,
 ) -> None:
     """Print hardware, library versions, folders and (with --model) the device plan."""
-    from stablekit import devices, planning
+    from stablekit import devices, planning, weights_cache
     from stablekit.hub import offline
     from stablekit.paths import hf_hub_cache, stablekit_home
     from stablekit.provenance import versions
@@ -28,6 +28,7 @@ def doctor(
         "folders": {"stablekit_home": str(stablekit_home()), "hf_hub_cache": str(hf_hub_cache())},
         "hub": {"offline": offline(), "logged_in": _has_token(), **_hub_reachable(offline())},
         "tools": {"ffmpeg": _ffmpeg(), "rembg": _rembg()},
+        "weights_cache": weights_cache.summary(),
     }
     if model:
         from stablekit.jobs import job_from
@@ -55,12 +56,23 @@ def _print_report(console, report: dict, hw) -> None:
                    + ("  (offline)" if report["hub"]["offline"] else "")
                    + ("  (logged in)" if report["hub"]["logged_in"] else "  (not logged in)"))
     console.result(f"hub         {report['hub']['endpoint']}: {report['hub']['detail']}")
+    console.result(f"converted   {_weights_cache_line(report['weights_cache'])}")
     ffmpeg, rembg = report["tools"]["ffmpeg"], report["tools"]["rembg"]
     console.result(f"ffmpeg      {ffmpeg['detail']}")
     console.result(f"rembg       {rembg['detail']}")
     if "plan" in report:
         console.result("")
         console.show_plan(report["plan"], False)
+
+
+def _weights_cache_line(cache: dict) -> str:
+    gib = 1024**3
+    if cache["problem"]:
+        return f"{cache['problem']} (fix it or unset it)"
+    if not cache["limit_bytes"]:
+        return f"off (STABLEKIT_WEIGHTS_CACHE); {cache['copies']} kept copies in {cache['folder']}"
+    return (f"{cache['copies']} kept copies of weights, {cache['used_bytes'] / gib:.1f} of "
+            f"{cache['limit_bytes'] / gib:.1f} GiB, in {cache['folder']}")
 
 
 _HUB_TIMEOUT_S = 3.0

@@ -308,7 +308,8 @@ def remove(spec: ModelSpec) -> int:
     """Delete the model's files; returns the bytes freed.
 
     Only what stablekit made (a tiny build, recognised by its marker) or the hub cache entry of the record's
-    repos is deleted, each checked to lie inside its folder; local folders and checkpoints never are.
+    repos is deleted, each checked to lie inside its folder, with the converted copies kept from them (weights
+    cache); local folders and checkpoints never are.
     """
     if spec.local_path or spec.checkpoint:
         raise UsageError(f"{spec.id} is your own file or folder; stablekit does not delete it")
@@ -322,12 +323,14 @@ def remove(spec: ModelSpec) -> int:
         folders = [folder]
     else:
         folders = [repo_cache_dir(r) for r in (spec.repo, *spec.fallbacks)]
+    from . import weights_cache
+
     freed = 0
     for folder in folders:
         if folder.is_symlink():
             raise UsageError(f"{spec.id}: {folder} is a symlink; stablekit deletes only folders it made")
         if folder.is_dir():
-            freed += _tree_size(folder)
+            freed += _tree_size(folder) + weights_cache.remove_from(folder)
             try:
                 shutil.rmtree(folder)
             except OSError as err:

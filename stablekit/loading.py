@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .console import Progress
 from .errors import StablekitError
 from .hub import refetch_hint
 from .registry import ModelSpec
@@ -30,11 +31,17 @@ def _has_variant(folder: Path, variant: str) -> bool:
     return any(folder.glob(f"*/*.{variant}.safetensors")) or any(folder.glob(f"*.{variant}.safetensors"))
 
 
-def load_diffusers(spec: ModelSpec, folder: Path, dtype, **components):
+def load_diffusers(spec: ModelSpec, folder: Path, dtype, progress: Progress | None = None, **components):
     """The pipeline (or single model) class named by the record, loaded from a local folder only.
 
-    `components` replace or share modules (a VAE, another pipeline's text encoder) instead of loading them.
+    `components` replace or share modules (a VAE, another pipeline's text encoder) instead of loading them. A
+    pipeline's components that the load would convert to `dtype` come from their kept converted copies where those
+    exist, and are kept after the load where not (stablekit.weights_cache).
     """
+    from . import weights_cache
+
+    progress = progress or Progress()
+    cache_limit = weights_cache.budget()  # a malformed setting is said before any loading
     quiet_libraries()
     import diffusers
 
@@ -48,16 +55,26 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, **components):
     if not spec.checkpoint and spec.loader.endswith("Pipeline"):
         kwargs.update(saved_without(folder))
     kwargs.update(components)
+    if spec.variant and not spec.checkpoint and _has_variant(folder, spec.variant):
+        kwargs["variant"] = spec.variant
+    convertible = []
+    if cache_limit and not spec.checkpoint and spec.loader.endswith("Pipeline"):
+        convertible = weights_cache.convertible(folder, str(dtype).removeprefix("torch."), kwargs.get("variant"),
+                                                skip=set(kwargs))
+        kept = weights_cache.load_kept(convertible, dtype, progress)
+        kwargs.update(kept)
+        convertible = [component for component in convertible if component.name not in kept]
     try:
         if spec.checkpoint:  # one .safetensors file in the original layout; configs from `folder`
             return cls.from_single_file(spec.checkpoint, config=str(folder), **kwargs)
-        if spec.variant and _has_variant(folder, spec.variant):
-            kwargs["variant"] = spec.variant
-        return cls.from_pretrained(folder, use_safetensors=True, **kwargs)
+        pipe = cls.from_pretrained(folder, use_safetensors=True, **kwargs)
     except (OSError, ValueError) as err:
         source = spec.checkpoint or folder
         raise StablekitError(f"cannot load {spec.name} from {source}: {str(err).splitlines()[0]}",
                              hint=_load_hint(spec, str(err))) from err
+    loaded = {component.name: getattr(pipe, component.name, None) for component in convertible}
+    weights_cache.keep(loaded, convertible, spec.id, cache_limit, progress)
+    return pipe
 
 
 def saved_without(folder: Path) -> dict[str, None]:
@@ -93,6 +110,6 @@ def load_placed(plan, progress) -> tuple:
     spec, device_plan = plan.spec, plan.device_plan
     folder = hub.ensure_local(spec)
     progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device}, offload {device_plan.offload})")
-    pipe = place(load_diffusers(spec, folder, torch_dtype(device_plan)), device_plan)
+    pipe = place(load_diffusers(spec, folder, torch_dtype(device_plan), progress), device_plan)
     pipe.set_progress_bar_config(disable=True)
     return pipe, folder

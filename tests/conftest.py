@@ -58,6 +58,20 @@ def stablekit_home(tmp_path, monkeypatch, tiny_cache) -> Path:
     return home
 
 
+AMX_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch, tmp_path):
+    """This machine's CPU, as probe() reads it, with AVX512_BF16 and AMX (the planner then picks bfloat16)."""
+    from stablekit import cpu_features
+
+    path = tmp_path / "cpuinfo"
+    path.write_text(AMX_CPU)
+    monkeypatch.setattr(cpu_features, "CPUINFO", path)
+    monkeypatch.setattr(cpu_features.sys, "platform", "linux")
+
+
 # What `--help`, completion, `models list` and a served call's client must never import.
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "huggingface_hub", "numpy", "PIL")
 

@@ -93,7 +93,7 @@ def load(plan: Plan, progress: Progress = Progress()) -> ImageSession:
         components["vae"] = _tiny_decoder(spec, dtype, progress)
     elif fp16_vae and device_plan.dtype == "float16":
         components.update(_fp16_safe_vae(dtype, progress))
-    base = load_diffusers(spec, folder, dtype, **components)
+    base = load_diffusers(spec, folder, dtype, progress, **components)
     pipe = _derive(base, task_of(request))
     refiner = _load_refiner(request, base, dtype, progress) if request.refiner else None
     loras = [parse_lora(text) for text in request.loras or []]
@@ -242,9 +242,10 @@ def _load_refiner(request, base, dtype, progress: Progress):
 
     shared = {"vae": base.vae, "text_encoder_2": base.text_encoder_2, "tokenizer_2": base.tokenizer_2}
     if spec.loader == "StableDiffusionXLImg2ImgPipeline":
-        return load_diffusers(spec, hub.ensure_local(spec), dtype, **shared)
+        return load_diffusers(spec, hub.ensure_local(spec), dtype, progress, **shared)
     # A base SDXL model used as its own refiner: an img2img pipeline over its modules.
-    return StableDiffusionXLImg2ImgPipeline.from_pipe(load_diffusers(spec, hub.ensure_local(spec), dtype, **shared))
+    return StableDiffusionXLImg2ImgPipeline.from_pipe(load_diffusers(spec, hub.ensure_local(spec), dtype, progress,
+                                                                          **shared))
 
 
 def _load_loras(pipe, loras: list[Lora]) -> None:

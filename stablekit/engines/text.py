@@ -203,14 +203,27 @@ class TextModel:
     def _load_model(self):
         from transformers import AutoModelForCausalLM
 
+        from .. import weights_cache
+
         plan = self.plan
+        cache_limit = weights_cache.budget()
         self.progress.stage(f"Loading {self.spec.id} ({plan.dtype} on {plan.device}, offload {plan.offload})")
-        try:
-            model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True, dtype=torch_dtype(plan),
-                                                         trust_remote_code=self.trust_remote_code,
-                                                         **transformers_load_kwargs(plan))
-        except (OSError, ValueError) as err:
-            raise _load_error(self.spec, self.folder, err) from err
+        # Converted weights are kept and reused for a model loaded whole (offloading spreads it over devices) and
+        # of a class transformers has itself (never a repository's own code).
+        keepable = (weights_cache.convertible_model(self.folder, plan.dtype)
+                    if cache_limit and plan.offload == "none" and not self.trust_remote_code else None)
+        kept = weights_cache.load_kept([keepable], torch_dtype(plan), self.progress) if keepable else {}
+        model = kept.get("model")
+        if model is None:
+            try:
+                model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True,
+                                                             dtype=torch_dtype(plan),
+                                                             trust_remote_code=self.trust_remote_code,
+                                                             **transformers_load_kwargs(plan))
+            except (OSError, ValueError) as err:
+                raise _load_error(self.spec, self.folder, err) from err
+            if keepable:
+                weights_cache.keep({"model": model}, [keepable], self.spec.id, cache_limit, self.progress)
         if plan.offload == "none":  # accelerate's device_map has placed an offloaded model already
             model.to(plan.device)
         if self.quantize == "int8":

@@ -14,18 +14,6 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from stablekit import cpu_features
-
-AMX_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
-
-
-@pytest.fixture
-def bf16_cpu(monkeypatch, tmp_path):
-    """This machine's CPU, as probe() reads it, with AVX512_BF16 and AMX."""
-    path = tmp_path / "cpuinfo"
-    path.write_text(AMX_CPU)
-    monkeypatch.setattr(cpu_features, "CPUINFO", path)
-    monkeypatch.setattr(cpu_features.sys, "platform", "linux")
 
 
 def run_ok(*args, **kw):

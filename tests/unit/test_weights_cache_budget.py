@@ -1,0 +1,110 @@
+"""The weights cache's budget, eviction order and choice of files, without loading a model."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from stablekit import weights_cache
+from stablekit.errors import UsageError
+from stablekit.weights_cache import GIB, Component
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, weights_cache.DEFAULT_BUDGET), ("", weights_cache.DEFAULT_BUDGET), ("on", weights_cache.DEFAULT_BUDGET),
+    ("off", 0), ("0", 0), ("no", 0), ("30GB", 30 * 10**9), ("500MiB", 500 * 2**20), ("1.5 GiB", int(1.5 * GIB)),
+    ("2048", 2048),
+])
+def test_the_budget_is_read_from_the_environment(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv(weights_cache.ENV, raising=False)
+    else:
+        monkeypatch.setenv(weights_cache.ENV, value)
+    assert weights_cache.budget() == expected
+
+
+def make_entry(root: Path, key: str, *, source: str, dtype: str = "bfloat16", size: int, used: float) -> Path:
+    entry = root / key
+    entry.mkdir(parents=True)
+    (entry / weights_cache.META).write_text(json.dumps({"source": source, "dtype": dtype, "bytes": size,
+                                                        "component": "unet"}))
+    os.utime(entry, (used, used))
+    return entry
+
+
+def component(source: str, nbytes: int, dtype: str = "bfloat16") -> Component:
+    return Component("unet", "diffusers", "UNet2DConditionModel", Path(source), "new", dtype, nbytes)
+
+
+def test_the_least_recently_used_entries_make_room(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights_cache, "KEEP_FREE", 0)
+    now = time.time()
+    oldest = make_entry(tmp_path, "a", source="/m/a/unet", size=4 * GIB, used=now - 300)
+    middle = make_entry(tmp_path, "b", source="/m/b/unet", size=4 * GIB, used=now - 200)
+    newest = make_entry(tmp_path, "c", source="/m/c/unet", size=4 * GIB, used=now - 100)
+    assert weights_cache._room_for(tmp_path, component("/m/d/unet", 6 * GIB), limit=12 * GIB) is None
+    assert not oldest.exists() and not middle.exists() and newest.exists()
+
+
+def test_an_older_copy_of_the_same_component_goes_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights_cache, "KEEP_FREE", 0)
+    now = time.time()
+    other = make_entry(tmp_path, "a", source="/m/a/unet", size=GIB, used=now - 300)
+    older = make_entry(tmp_path, "b", source="/m/b/unet", size=GIB, used=now)
+    other_dtype = make_entry(tmp_path, "c", source="/m/b/unet", dtype="float32", size=GIB, used=now)
+    assert weights_cache._room_for(tmp_path, component("/m/b/unet", GIB), limit=100 * GIB) is None
+    assert other.exists() and not older.exists() and other_dtype.exists()
+
+
+def test_a_component_over_the_budget_is_not_kept_and_nothing_is_evicted(tmp_path):
+    kept = make_entry(tmp_path, "a", source="/m/a/unet", size=GIB, used=time.time())
+    reason = weights_cache._room_for(tmp_path, component("/m/b/unet", 5 * GIB), limit=4 * GIB)
+    assert "over the cache's 4.0 GiB" in reason and kept.exists()
+
+
+def test_a_temporary_folder_is_never_an_entry(tmp_path):
+    make_entry(tmp_path, ".tmp-1-abc", source="/m/a/unet", size=GIB, used=time.time())
+    assert list(weights_cache._entries(tmp_path)) == []
+
+
+def test_stale_temporaries_of_gone_processes_are_removed(tmp_path):
+    mine = tmp_path / f".tmp-{os.getpid()}-k1"
+    gone = tmp_path / ".tmp-999999999-k2"
+    garbled = tmp_path / ".tmp-x"
+    for folder in (mine, gone, garbled):
+        folder.mkdir()
+    weights_cache._remove_stale_temporaries(tmp_path)
+    assert mine.exists() and not gone.exists() and not garbled.exists()
+
+
+@pytest.mark.parametrize("names, variant, chosen", [
+    (["model.safetensors", "model.fp16.safetensors"], "fp16", ["model.fp16.safetensors"]),
+    (["model.safetensors", "model.fp16.safetensors"], None, ["model.safetensors"]),
+    (["model.safetensors"], "fp16", ["model.safetensors"]),
+    (["m-00001-of-00002.safetensors", "m-00002-of-00002.safetensors", "m.fp16-00001-of-00002.safetensors"],
+     None, ["m-00001-of-00002.safetensors", "m-00002-of-00002.safetensors"]),
+])
+def test_the_weight_files_are_those_from_pretrained_reads(tmp_path, names, variant, chosen):
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in weights_cache._weight_files(tmp_path, variant)] == chosen
+
+
+def test_a_folder_it_cannot_read_has_nothing_to_convert(tmp_path):
+    assert weights_cache.convertible(tmp_path, "bfloat16", None, set()) == []
+    (tmp_path / "model_index.json").write_text("[not, json")
+    assert weights_cache.convertible(tmp_path, "bfloat16", None, set()) == []
+    (tmp_path / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]}))
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\xff" * 16)
+    assert weights_cache.convertible(tmp_path, "bfloat16", None, set()) == []
+
+
+def test_a_size_that_is_not_one_is_refused(monkeypatch):
+    monkeypatch.setenv(weights_cache.ENV, "big")
+    with pytest.raises(UsageError, match="not a size"):
+        weights_cache.budget()
