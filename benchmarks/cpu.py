@@ -246,6 +246,7 @@ def fake_sd_turbo_repo(env: dict, folder: Path) -> None:
             half = {name: t.half() if t.is_floating_point() else t for name, t in load_file(source).items()}
             save_file(half, target.with_name(source.name.replace(".safetensors", ".fp16.safetensors")))
     partial.rename(snapshot)
+    (snapshot.parent.parent / "blobs").mkdir(exist_ok=True)
     refs = snapshot.parent.parent / "refs"
     refs.mkdir(exist_ok=True)
     (refs / "main").write_text(_FAKE_COMMIT)

@@ -103,10 +103,18 @@ def local_state(spec: ModelSpec) -> LocalState:
         if snapshot and any((snapshot / name).exists() for name in _INDEX_FILES):
             if not _has_weights(snapshot):
                 return LocalState("configs", snapshot, size)
-            partial = any(p.name.endswith(".incomplete") for p in (cache / "blobs").iterdir())
+            partial = any(p.name.endswith(".incomplete") for p in _children(cache / "blobs"))
             return LocalState("partial" if partial else "downloaded", snapshot, size)
         return LocalState("partial", snapshot, size)
     return LocalState("missing", None, 0)
+
+
+def _children(folder: Path) -> list[Path]:
+    """A folder's entries; none for a folder that is missing or unreadable (a cache made by hand has no blobs/)."""
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
 
 
 def download_patterns(spec: ModelSpec, configs_only: bool = False) -> tuple[list[str] | None, list[str]]:

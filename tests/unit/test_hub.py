@@ -234,3 +234,22 @@ def test_fp16_vae_fix_is_announced_before_it_is_downloaded(monkeypatch):
     monkeypatch.setattr(hub, "offline", lambda: True)
     assert image._fp16_safe_vae("float16", progress) == {}
     assert said == ["note sdxl-vae-fp16-fix is not downloaded: the SDXL VAE decodes in fp32 instead (slower)"]
+
+
+@pytest.mark.parametrize("blobs", ["missing", "a file"])
+def test_a_cache_laid_out_by_hand_without_blobs_is_read(tmp_path, blobs):
+    """A snapshot folder with real files and no blobs/ (copied in by hand, or blobs/ deleted): downloaded, not a
+    traceback."""
+    online_files = fake_repo(tmp_path / "repo")
+    cache = hub.repo_cache_dir("org/by-hand")
+    snapshot = cache / "snapshots" / ("0" * 40)
+    snapshot.parent.mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(online_files, snapshot)
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text("0" * 40)
+    if blobs == "a file":
+        (cache / "blobs").write_text("")
+    state = hub.local_state(spec_for("org/by-hand"))
+    assert state.status == "downloaded" and state.path == snapshot
