@@ -34,7 +34,7 @@ if command -v taskset >/dev/null && [ "$CORES" -ge 12 ]; then
 fi
 
 CPU_BENCH=(python3 benchmarks/cpu.py --parts sd-turbo --runs 1 --work-dir /tmp/stablekit-bench --save "$OUT/cpu.json"
-           --variants diffusers-fp32,stablekit-default,stablekit-tiny-decoder,stablekit-bf16-tiny-decoder)
+           --variants diffusers-fp32,stablekit-default,stablekit-tiny-decoder,stablekit-served-tiny-decoder)
 
 part() {  # part NAME SECONDS COMMAND...
     local name=$1 limit=$2
