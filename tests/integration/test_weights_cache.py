@@ -234,6 +234,29 @@ def test_a_disk_that_fills_while_writing_leaves_nothing_and_the_run_goes_on(bf16
         assert weights_cache._header(next(meta.parent.glob("*.safetensors"))) is not None
 
 
+def test_a_read_only_file_system_keeps_serving_its_copies_and_takes_no_new_ones(bf16_cpu, stablekit_home, small_disk,
+                                                                               loads, monkeypatch):
+    """A real read-only mount: what it holds still loads (nothing is touched); a model it lacks runs, unkept."""
+    import shutil
+
+    (stablekit_home / "cache").mkdir()
+    (stablekit_home / "cache" / "weights").symlink_to(small_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 0, 2**40))
+    monkeypatch.setattr(weights_cache, "KEEP_FREE", 0)
+    render("kept.png")
+    held = sorted(p.name for p in small_disk.iterdir())
+    assert held, "the first run kept what fitted"
+    remounted = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True)
+    if remounted.returncode:
+        pytest.skip("cannot remount read-only here")
+    again, said = render("again.png")
+    assert again == pixels("kept.png") and loads and "Traceback" not in said
+    result = run_cli("image", "a fox", "-m", "tiny-sdxl", "--seed", "5", "-o", "other.png")
+    assert result.returncode == 0, result.stderr
+    assert "the file system is read-only" in result.stderr and "the run goes on" in result.stderr
+    assert sorted(p.name for p in small_disk.iterdir()) == held
+
+
 def test_a_process_killed_while_writing_leaves_no_copy_and_its_leftover_is_removed(bf16_cpu, stablekit_home):
     """A real process SIGKILLed inside save_pretrained: nothing counts as kept; the next writer clears its folder."""
     script = (
