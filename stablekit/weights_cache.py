@@ -175,9 +175,9 @@ def remove_from(source_folder: Path) -> int:
     freed = 0
     prefix = source_folder.resolve()
     for entry, meta in _entries(cache_dir()):
-        source = Path(meta.get("source", ""))
-        if source == prefix or source.is_relative_to(prefix):
-            freed += int(meta.get("bytes", 0))
+        source = Path(meta["source"]) if meta["source"] else None
+        if source and (source == prefix or source.is_relative_to(prefix)):
+            freed += meta["bytes"]
             shutil.rmtree(entry, ignore_errors=True)
     return freed
 
@@ -192,7 +192,7 @@ def summary() -> dict:
         limit, problem = 0, err.message
     found = list(_entries(cache_dir()))
     return {"folder": str(cache_dir()), "copies": len(found), "limit_bytes": limit, "problem": problem,
-            "used_bytes": sum(int(meta.get("bytes", 0)) for _, meta in found)}
+            "used_bytes": sum(meta["bytes"] for _, meta in found)}
 
 
 # -- reading -------------------------------------------------------------------------------------------------------
@@ -304,8 +304,18 @@ def _entries(root: Path):
             meta = json.loads((child / META).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(meta, dict):
-            yield child, meta
+        yield child, _well_formed(meta)
+
+
+def _well_formed(meta) -> dict:
+    """An entry's record as the rest of this module reads it. A record edited into nonsense still names an entry,
+    one that matches no model, counts for nothing and is removed when the cache is next written to."""
+    meta = meta if isinstance(meta, dict) else {}
+    size, source, dtype = meta.get("bytes"), meta.get("source"), meta.get("dtype")
+    sound = isinstance(size, int) and size >= 0 and isinstance(source, str) and isinstance(dtype, str)
+    if not sound:
+        return {"bytes": 0, "source": "", "dtype": "", "damaged": True}
+    return meta
 
 
 def _touch(entry: Path) -> None:
@@ -327,16 +337,17 @@ def _room_for(root: Path, component: Component, limit: int) -> str | None:
     if component.nbytes > limit:
         return f"{component.nbytes / GIB:.1f} GiB is over the cache's {limit / GIB:.1f} GiB ({ENV})"
     entries = sorted(_entries(root), key=lambda pair: _mtime(pair[0]))
-    # An entry made from the same folder in the same dtype is an older version of this one: it goes first.
+    # An entry made from the same folder in the same dtype is an older version of this one, and one whose record is
+    # damaged cannot be used: they go first.
     for entry, meta in list(entries):
-        if meta.get("source") == str(component.source) and meta.get("dtype") == component.dtype_name:
+        if meta.get("damaged") or (meta["source"] == str(component.source) and meta["dtype"] == component.dtype_name):
             shutil.rmtree(entry, ignore_errors=True)
             entries.remove((entry, meta))
-    used = sum(int(meta.get("bytes", 0)) for _, meta in entries)
+    used = sum(meta["bytes"] for _, meta in entries)
     while entries and used + component.nbytes > limit:
         entry, meta = entries.pop(0)
         shutil.rmtree(entry, ignore_errors=True)
-        used -= int(meta.get("bytes", 0))
+        used -= meta["bytes"]
     free = shutil.disk_usage(root).free
     if free - component.nbytes < KEEP_FREE:
         return f"the disk would have under {KEEP_FREE // GIB} GiB free ({free / GIB:.1f} GiB free now)"

@@ -108,3 +108,17 @@ def test_a_size_that_is_not_one_is_refused(monkeypatch):
     monkeypatch.setenv(weights_cache.ENV, "big")
     with pytest.raises(UsageError, match="not a size"):
         weights_cache.budget()
+
+
+@pytest.mark.parametrize("record", ['{"bytes": "lots", "source": 7}', "[1, 2]", '{"bytes": -5}', "null"])
+def test_a_record_edited_into_nonsense_is_evicted_and_breaks_nothing(tmp_path, monkeypatch, record):
+    monkeypatch.setenv("STABLEKIT_HOME", str(tmp_path))
+    root = weights_cache.cache_dir()
+    odd = root / "odd"
+    odd.mkdir(parents=True)
+    (odd / weights_cache.META).write_text(record)
+    assert weights_cache.summary()["copies"] == 1 and weights_cache.summary()["used_bytes"] == 0
+    assert weights_cache.remove_from(tmp_path / "some-model") == 0 and odd.exists()
+    monkeypatch.setattr(weights_cache, "KEEP_FREE", 0)
+    assert weights_cache._room_for(root, component("/m/b/unet", 2 * GIB), limit=2 * GIB) is None
+    assert not odd.exists()  # removed by the next write
