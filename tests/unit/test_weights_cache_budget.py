@@ -122,3 +122,30 @@ def test_a_record_edited_into_nonsense_is_evicted_and_breaks_nothing(tmp_path, m
     monkeypatch.setattr(weights_cache, "KEEP_FREE", 0)
     assert weights_cache._room_for(root, component("/m/b/unet", 2 * GIB), limit=2 * GIB) is None
     assert not odd.exists()  # removed by the next write
+
+
+class FakeModule:
+    """What _write needs of a model: save_pretrained writing a safetensors file and a config."""
+
+    def __init__(self, payload: bytes):
+        self.payload = payload
+
+    def save_pretrained(self, folder):
+        folder = Path(folder)
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(self.payload)
+        (folder / "config.json").write_text("{}")
+
+
+def test_two_writers_of_one_copy_leave_one_whole_entry(tmp_path, monkeypatch):
+    """Two processes (a batch's Ray workers, say) converting the same model at once: the second rename finds the
+    first's complete entry and keeps it."""
+    monkeypatch.setenv("STABLEKIT_HOME", str(tmp_path))
+    root = weights_cache.cache_dir()
+    root.mkdir(parents=True)
+    first = component("/m/a/unet", GIB)
+    weights_cache._write(FakeModule(b"first"), first, "m", root)
+    weights_cache._write(FakeModule(b"second!"), first, "m", root)
+    assert (first.entry / "model.safetensors").read_bytes() == b"first"
+    weights_cache._check_sizes(first.entry)
+    assert [p.name for p in root.iterdir()] == [first.key]
