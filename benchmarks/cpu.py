@@ -182,11 +182,11 @@ IMAGE_VARIANTS = {
     "stablekit-compile-tiny-decoder": ("stablekit", {"compile": True, "decoder": "tiny"}),
     # `stablekit image` as a command against a warm `stablekit serve` (started once, before the runs).
     "stablekit-served-tiny-decoder": ("served", {"decoder": "tiny"}),
-    # The converted-weights cache off: every load converts, as before it existed.
     # `--model sd-turbo` as a user runs it: the catalog record loads the repository's float16 files (here the same
     # random weights, placed in the benchmark's hub cache as stabilityai/sd-turbo), converted to the run dtype.
     "stablekit-catalog": ("stablekit", {"model": "sd-turbo"}),
     "stablekit-catalog-no-cache": ("stablekit", {"model": "sd-turbo"}, {"STABLEKIT_WEIGHTS_CACHE": "off"}),
+    # The converted-weights cache off: every load converts, as before it existed.
     "stablekit-default-no-cache": ("stablekit", {}, {"STABLEKIT_WEIGHTS_CACHE": "off"}),
     "stablekit-bf16-no-cache": ("stablekit", {"dtype": "bfloat16"}, {"STABLEKIT_WEIGHTS_CACHE": "off"}),
 }
