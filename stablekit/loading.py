@@ -57,12 +57,13 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, progress: Progress | No
     kwargs.update(components)
     if spec.variant and not spec.checkpoint and _has_variant(folder, spec.variant):
         kwargs["variant"] = spec.variant
-    convertible = []
+    convertible, in_use = [], set()
     if cache_limit and not spec.checkpoint and spec.loader.endswith("Pipeline"):
         convertible = weights_cache.convertible(folder, str(dtype).removeprefix("torch."), kwargs.get("variant"),
                                                 skip=set(kwargs))
         kept = weights_cache.load_kept(convertible, dtype, progress)
         kwargs.update(kept)
+        in_use = {component.key for component in convertible if component.name in kept}
         convertible = [component for component in convertible if component.name not in kept]
     try:
         if spec.checkpoint:  # one .safetensors file in the original layout; configs from `folder`
@@ -73,7 +74,7 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, progress: Progress | No
         raise StablekitError(f"cannot load {spec.name} from {source}: {str(err).splitlines()[0]}",
                              hint=_load_hint(spec, str(err))) from err
     loaded = {component.name: getattr(pipe, component.name, None) for component in convertible}
-    weights_cache.keep(loaded, convertible, spec.id, cache_limit, progress)
+    weights_cache.keep(loaded, convertible, spec.id, cache_limit, progress, in_use)
     return pipe
 
 

@@ -145,12 +145,15 @@ def load_kept(components: list[Component], dtype, progress) -> dict:
     return loaded
 
 
-def keep(modules: dict, components: list[Component], model: str, limit: int, progress) -> None:
+def keep(modules: dict, components: list[Component], model: str, limit: int, progress,
+         in_use: set[str] = frozenset()) -> None:
     """Save each converted component just loaded (`modules` by component name), best effort, within `limit` bytes
-    in all and the disk's free space."""
+    in all and the disk's free space. Entries in `in_use` (the keys this load read its other components from) are
+    never evicted to make room: a model bigger than the limit would otherwise rewrite its copies on every run."""
     if not components or limit <= 0:
         return
     root = cache_dir()
+    in_use = set(in_use)
     for component in components:
         module, dtype_name = modules.get(component.name), component.dtype_name
         if module is None or not hasattr(module, "save_pretrained") or (component.entry / META).is_file():
@@ -158,13 +161,14 @@ def keep(modules: dict, components: list[Component], model: str, limit: int, pro
         try:
             root.mkdir(parents=True, exist_ok=True)
             _remove_stale_temporaries(root)
-            reason = _room_for(root, component, limit)
+            reason = _room_for(root, component, limit, in_use)
             if reason:
                 progress.note(f"not keeping a {dtype_name} copy of {model}'s {component.name}: {reason}")
                 continue
             progress.stage(f"Keeping a {dtype_name} copy of {model}'s {component.name} "
                            f"({component.nbytes / GIB:.1f} GiB) so later loads skip converting it")
             _write(module, component, model, root)
+            in_use.add(component.key)
         except Exception as err:  # noqa: BLE001 - a copy that cannot be kept must not fail the run it speeds up
             progress.note(f"{_write_failure(err, root)} (the run goes on; {ENV}=off stops trying)")
             return
@@ -332,18 +336,24 @@ def _first_line(err: BaseException) -> str:
 
 # -- writing -------------------------------------------------------------------------------------------------------
 
-def _room_for(root: Path, component: Component, limit: int) -> str | None:
-    """Make room within the budget by evicting the least recently used entries; why not, if it cannot fit."""
+def _room_for(root: Path, component: Component, limit: int, in_use: set[str] = frozenset()) -> str | None:
+    """Make room within the budget by evicting the least recently used entries, never those in `in_use`; why not,
+    if it cannot fit."""
     if component.nbytes > limit:
         return f"{component.nbytes / GIB:.1f} GiB is over the cache's {limit / GIB:.1f} GiB ({ENV})"
     entries = sorted(_entries(root), key=lambda pair: _mtime(pair[0]))
+    held = sum(meta["bytes"] for entry, meta in entries if entry.name in in_use)
+    if held + component.nbytes > limit:
+        return (f"with this model's other copies it would need {(held + component.nbytes) / GIB:.1f} GiB, over the "
+                f"cache's {limit / GIB:.1f} GiB ({ENV} sets it)")
+    entries = [(entry, meta) for entry, meta in entries if entry.name not in in_use]
     # An entry made from the same folder in the same dtype is an older version of this one, and one whose record is
     # damaged cannot be used: they go first.
     for entry, meta in list(entries):
         if meta.get("damaged") or (meta["source"] == str(component.source) and meta["dtype"] == component.dtype_name):
             shutil.rmtree(entry, ignore_errors=True)
             entries.remove((entry, meta))
-    used = sum(meta["bytes"] for _, meta in entries)
+    used = held + sum(meta["bytes"] for _, meta in entries)
     while entries and used + component.nbytes > limit:
         entry, meta = entries.pop(0)
         shutil.rmtree(entry, ignore_errors=True)

@@ -149,3 +149,37 @@ def test_two_writers_of_one_copy_leave_one_whole_entry(tmp_path, monkeypatch):
     assert (first.entry / "model.safetensors").read_bytes() == b"first"
     weights_cache._check_sizes(first.entry)
     assert [p.name for p in root.iterdir()] == [first.key]
+
+
+def test_a_model_bigger_than_the_limit_does_not_rewrite_its_copies_every_run(tmp_path, monkeypatch):
+    """Two components of 6 GiB under a 10 GiB limit: the first is kept, the second is said not to fit beside it (it
+    must not evict the first, which the next run then loads, only to evict it again: a rewrite on every run)."""
+    from stablekit.console import Progress
+
+    monkeypatch.setenv("STABLEKIT_HOME", str(tmp_path))
+    monkeypatch.setattr(weights_cache, "KEEP_FREE", 0)
+    notes: list[str] = []
+
+    class Notes(Progress):
+        def note(self, message: str) -> None:
+            notes.append(message)
+
+    unet = Component("unet", "diffusers", "UNet2DConditionModel", Path("/m/x/unet"), "k-unet", "bfloat16", 6 * GIB)
+    text = Component("text_encoder", "transformers", "T5EncoderModel", Path("/m/x/text_encoder"), "k-text",
+                     "bfloat16", 6 * GIB)
+    modules = {"unet": FakeModule(b"u"), "text_encoder": FakeModule(b"t")}
+    weights_cache.keep(modules, [unet, text], "x", 10 * GIB, Notes())
+    assert unet.entry.is_dir() and not text.entry.exists()
+    assert "with this model's other copies it would need 12.0 GiB" in notes[-1]
+    # The next run loads the unet from its copy and converts the text encoder again: still nothing evicted.
+    weights_cache.keep({"text_encoder": FakeModule(b"t")}, [text], "x", 10 * GIB, Notes(), in_use={unet.key})
+    assert unet.entry.is_dir() and not text.entry.exists()
+
+
+def test_entries_in_use_are_never_evicted(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights_cache, "KEEP_FREE", 0)
+    now = time.time()
+    used = make_entry(tmp_path, "in-use", source="/m/a/unet", size=4 * GIB, used=now - 500)
+    idle = make_entry(tmp_path, "idle", source="/m/b/unet", size=4 * GIB, used=now - 100)
+    assert weights_cache._room_for(tmp_path, component("/m/a/vae", 4 * GIB), limit=9 * GIB, in_use={"in-use"}) is None
+    assert used.exists() and not idle.exists()
