@@ -85,7 +85,6 @@ def session_key(plan: Plan) -> tuple:
 def load(plan: Plan, progress: Progress = Progress()) -> ImageSession:
     spec, device_plan, request = plan.spec, plan.device_plan, plan.request
     folder = hub.ensure_local(spec)
-    progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device}, offload {device_plan.offload})")
     dtype = torch_dtype(device_plan)
     components = {}
     fp16_vae = family(spec.family).fp16_vae
@@ -93,6 +92,8 @@ def load(plan: Plan, progress: Progress = Progress()) -> ImageSession:
         components["vae"] = _tiny_decoder(spec, dtype, progress)
     elif fp16_vae and device_plan.dtype == "float16":
         components.update(_fp16_safe_vae(dtype, progress))
+    # Said after the decoder's own stages, so the heartbeat of the long load names the model, not the decoder.
+    progress.stage(f"Loading {spec.id} ({device_plan.dtype} on {device_plan.device}, offload {device_plan.offload})")
     base = load_diffusers(spec, folder, dtype, progress, **components)
     pipe = _derive(base, task_of(request))
     refiner = _load_refiner(request, base, dtype, progress) if request.refiner else None
