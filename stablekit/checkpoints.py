@@ -27,32 +27,36 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 def tensor_names(path: Path) -> list[str]:
     """The tensor names in a .safetensors file, from its JSON header (no weights are read)."""
-    return list(_header(path))
+    return list(header(path))
 
 
-def _header(path: Path) -> dict:
+def header(path: Path) -> dict:
+    """A .safetensors file's tensors (name -> dtype, shape, offsets) from its JSON header, without its metadata."""
     try:
         with path.open("rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
             if length > _MAX_HEADER:
                 raise ValueError("header too large")
-            header = json.loads(handle.read(length))
+            tensors = json.loads(handle.read(length))
+        if not isinstance(tensors, dict):
+            raise ValueError("the header is not a JSON object")
     except (OSError, ValueError, struct.error) as err:
         raise InputError(f"{path}: not a readable .safetensors file ({err})") from None
-    header.pop("__metadata__", None)
-    return header
+    tensors.pop("__metadata__", None)
+    return tensors
+
+
+def numel(entry: dict) -> int:
+    """The number of elements of one tensor in a header (the product of its shape)."""
+    count = 1
+    for size in entry.get("shape", []):
+        count *= int(size)
+    return count
 
 
 def _parameters(files: list[Path]) -> float:
     """Millions of parameters in safetensors files (products of the tensor shapes in their headers)."""
-    total = 0
-    for file in files:
-        for entry in _header(file).values():
-            count = 1
-            for size in entry.get("shape", []):
-                count *= size
-            total += count
-    return total / 1e6
+    return sum(numel(entry) for file in files for entry in header(file).values()) / 1e6
 
 
 def parameter_counts(folder: Path) -> dict[str, float]:
@@ -93,7 +97,7 @@ def damaged_file(folder: Path, skip: tuple[str, ...] = ()) -> tuple[Path, str] |
             continue
         if path.suffix == ".safetensors":
             try:
-                _header(path)
+                header(path)
             except InputError:
                 return path, "not a safetensors file"
         elif path.suffix == ".json" and path.name in ("model_index.json", "config.json", "scheduler_config.json"):

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoints import header, numel
+from .errors import InputError, UsageError
 from .paths import stablekit_home
 
 GIB = 1024**3
@@ -50,8 +52,6 @@ def cache_dir() -> Path:
 def budget() -> int:
     """The cache's size limit in bytes from STABLEKIT_WEIGHTS_CACHE (0: off). A value that is not a size is an error
     said once, here, rather than a silently ignored setting."""
-    from .errors import UsageError
-
     text = os.environ.get(ENV, "").strip()
     if not text or text.lower() in ("on", "1", "yes", "true"):
         return DEFAULT_BUDGET
@@ -109,13 +109,13 @@ def _component(name: str, library: str, class_name: str, subfolder: Path, dtype_
     code = _SAFETENSORS_CODES.get(dtype_name)
     files = _weight_files(subfolder, variant)
     headers = [_header(path) for path in files]
-    if code is None or not files or any(header is None for header in headers):
+    if code is None or not files or any(found is None for found in headers):
         return None
-    tensors = [t for header in headers for key, t in header.items() if key != "__metadata__"]
+    tensors = [t for found in headers for t in found.values()]
     floats = [t for t in tensors if isinstance(t, dict) and t.get("dtype") in _FLOAT_CODES]
     if not floats or all(t["dtype"] == code for t in floats):
         return None
-    nbytes = sum(_numel(t) * (4 if code == "F32" else 2) for t in floats)
+    nbytes = sum(numel(t) * (4 if code == "F32" else 2) for t in floats)
     if nbytes < MIN_BYTES:
         return None
     try:
@@ -188,8 +188,6 @@ def remove_from(source_folder: Path) -> int:
 
 def summary() -> dict:
     """For `stablekit doctor`: where the copies are, how many, their size, the limit (0: off) and any problem."""
-    from .errors import UsageError
-
     try:
         limit, problem = budget(), None
     except UsageError as err:
@@ -232,22 +230,11 @@ def _weight_files(subfolder: Path, variant: str | None) -> list[Path]:
 
 
 def _header(path: Path) -> dict | None:
+    """The file's tensors, or None for a file that is not a readable safetensors file."""
     try:
-        with path.open("rb") as handle:
-            size = int.from_bytes(handle.read(8), "little")
-            if not 0 < size < 100 * 1024**2:
-                return None
-            header = json.loads(handle.read(size))
-    except (OSError, ValueError):
+        return header(path)
+    except InputError:
         return None
-    return header if isinstance(header, dict) else None
-
-
-def _numel(tensor: dict) -> int:
-    count = 1
-    for dim in tensor.get("shape", []):
-        count *= int(dim)
-    return count
 
 
 def _key(library: str, class_name: str, dtype_name: str, files: list[Path]) -> str:

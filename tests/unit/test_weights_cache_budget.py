@@ -183,3 +183,15 @@ def test_entries_in_use_are_never_evicted(tmp_path, monkeypatch):
     idle = make_entry(tmp_path, "idle", source="/m/b/unet", size=4 * GIB, used=now - 100)
     assert weights_cache._room_for(tmp_path, component("/m/a/vae", 4 * GIB), limit=9 * GIB, in_use={"in-use"}) is None
     assert used.exists() and not idle.exists()
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b"not json", b""])
+def test_a_file_whose_header_is_not_a_safetensors_header_is_not_read_as_one(tmp_path, body):
+    from stablekit.checkpoints import header
+    from stablekit.errors import InputError
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(body).to_bytes(8, "little") + body)
+    with pytest.raises(InputError, match="not a readable .safetensors file"):
+        header(path)
+    assert weights_cache._header(path) is None
