@@ -50,6 +50,47 @@ def test_readme_makefile_and_ci_agree():
     assert "test_project.py::test_readme_makefile_and_ci_agree" in (ROOT / ".ci" / "run").read_text()
 
 
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_ci_run_removes_its_environment_when_killed(tmp_path, signal_name):
+    """A CI runner that stops .ci/run (timeout, cancel) kills its process group: the 2 GB scratch venv still goes.
+
+    The real set-up steps are stubbed (python3 makes an empty venv, pip and python succeed, make waits), so only
+    the script's own clean-up runs.
+    """
+    import signal
+    import time
+
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    started = tmp_path / "make-started"
+    scripts = {
+        "python3": 'if [ "$1" = -m ] && [ "$2" = venv ]; then mkdir -p "$3/bin" && : > "$3/bin/activate"; fi',
+        "pip": "exit 0",
+        "python": "exit 0",
+        "make": f': > "{started}"; exec sleep 60',
+    }
+    for name, body in scripts.items():
+        (stubs / name).write_text(f"#!/bin/sh\n{body}\n")
+        (stubs / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(scratch_root)}
+    process = subprocess.Popen(["bash", str(ROOT / ".ci" / "run")], env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the stubbed make never started"
+        time.sleep(0.05)
+    assert len(list(scratch_root.iterdir())) == 1  # the scratch folder with its venv
+    os.killpg(process.pid, getattr(signal, signal_name))
+    process.wait(30)
+    process.stderr.close()
+    assert process.returncode == {"SIGTERM": 143, "SIGINT": 130}[signal_name]
+    assert list(scratch_root.iterdir()) == []
+
+
 def test_quick_start_is_two_make_commands_and_demo_renders_the_readme_example():
     assert readme_block("## Quick start") == ["make demo", "make test"]
     tiny_example = readme_block("The tiny random-weight")[0]
