@@ -39,6 +39,18 @@ def _summary(spec) -> dict:
     return data
 
 
+def _needs_at_defaults(spec) -> dict:
+    """The planner's peak for a plain run with the model's defaults, all on one device: what a user sizes a
+    machine by (the catalog's per-unit figures are zero for models that use their family's formula)."""
+    from stablekit.memory_plan import Strategy, estimate
+    from stablekit.planner import default_workload
+
+    work = default_workload(spec)
+    return {"workload": work.describe(),
+            "gpu_bfloat16_gib": round(estimate(spec, work, "bfloat16", "cuda", Strategy()).peak, 1),
+            "cpu_float32_gib": round(estimate(spec, work, "float32", "cpu", Strategy()).peak, 1)}
+
+
 @app.command("list")
 def list_models(
     ctx: typer.Context,
@@ -79,13 +91,16 @@ def info(ctx: typer.Context, model: ModelArg, json_output: JsonOpt = False) -> N
     """Everything the registry knows about one model."""
     from stablekit.registry import load_registry
 
-    data = _summary(load_registry().resolve(model))
+    spec = load_registry().resolve(model)
+    data = _summary(spec)
+    data["memory"]["at_defaults"] = needs = _needs_at_defaults(spec)
     console = ctx.obj
     if json_output:
         console.result(data)
         return
     memory = data["memory"]
     components = ", ".join(f"{name} {m:.1f}M" for name, m in memory["params"].items())
+    sized = f" ({needs['workload']})" if needs["workload"] != "default size" else ""
     lines = [
         f"{data['name']}  [{data['id']}]",
         f"  {data['description']}" if data["description"] else None,
@@ -100,8 +115,8 @@ def info(ctx: typer.Context, model: ModelArg, json_output: JsonOpt = False) -> N
         "limits      " + ", ".join(f"{k}={v}" for k, v in data["limits"].items()) if data["limits"] else None,
         f"memory      {memory['total_params_millions'] / 1000:.2f}B parameters ({components}); weights "
         f"{data['weights_gib']['float16']:.1f} GiB in fp16/bf16, {data['weights_gib']['float32']:.1f} GiB in fp32",
-        f"activations {memory['activation_gib']} GiB + decode {memory['decode_gib']} GiB per {memory['unit']} (16-bit)"
-        if memory["unit"] != "fixed" else f"activations {memory['activation_gib']} GiB (16-bit)",
+        f"needs       ~{needs['gpu_bfloat16_gib']:.1f} GiB on a GPU (bf16), ~{needs['cpu_float32_gib']:.1f} GiB of RAM "
+        f"on a CPU (float32), at its defaults{sized} with nothing offloaded; `--dry-run` plans a job here",
         f"files       {data['files']['status']}" + _where(data["files"]),
         f"origin      {data['origin']}",
     ]

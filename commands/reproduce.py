@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .options import DeviceOpt, DtypeOpt, value
+from .options import DeviceOpt, DtypeOpt, QuietOpt, value
 
 EPILOG = """Examples:
 
@@ -35,11 +35,13 @@ def reproduce(
     dtype: DtypeOpt = None,
     json_output: Annotated[bool, typer.Option(
         "--json", metavar="", help="One JSON object: path, verdict and measures.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run the job recorded in FILE again: same model, parameters and seed, on this machine's device plan."""
     from stablekit.reproduce import reproduce as run
 
     console = ctx.obj
+    console.quiet = console.quiet or quiet
     done = run(file, output=output, verify=verify, device=None if device in (None, "auto") else device,
                dtype=value(dtype), progress=console)
     if json_output:

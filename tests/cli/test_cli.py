@@ -145,6 +145,14 @@ def test_models_info_shows_licence_gate_defaults_and_memory():
         assert needle in text, needle
     data = json.loads(run_cli("models", "info", "sd3", "--json").stdout)
     assert data["gated"] is True and data["license_url"] and data["memory"]["params"]["transformer"] > 2000
+    # What a run at the defaults needs, not the catalog's per-unit override (zero for a family's formula): more
+    # than the weights alone, on either device; the same figures as text and as JSON.
+    needs = data["memory"]["at_defaults"]
+    assert needs["workload"] == "1024x1024"
+    assert 14.3 < needs["gpu_bfloat16_gib"] < 20 and 28.7 < needs["cpu_float32_gib"] < 45, needs
+    assert (f"needs       ~{needs['gpu_bfloat16_gib']:.1f} GiB on a GPU (bf16), ~{needs['cpu_float32_gib']:.1f} GiB "
+            "of RAM on a CPU (float32), at its defaults (1024x1024)") in text
+    assert "activations 0.0 GiB" not in text
 
 
 def test_pull_path_rm_for_a_tiny_model(stablekit_home):

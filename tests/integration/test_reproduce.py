@@ -68,6 +68,13 @@ def test_text_reproduces_identically(tmp_path):
     assert Path("again.txt").read_text() == Path("hello.txt").read_text()
     assert json.loads(Path("again.txt.json").read_text())["parameters"]["seed"] == 3
 
+    # -q as on the generating commands: the verdict only, no plan or progress lines.
+    loud = run_cli("reproduce", "hello.txt", "--verify")
+    quiet = run_cli("reproduce", "hello.txt", "--verify", "-q")
+    assert loud.returncode == quiet.returncode == 0, quiet.stderr
+    assert "plan:" in loud.stderr and quiet.stderr == ""
+    assert quiet.stdout == loud.stdout == "identical bytes\n"
+
 
 def test_a_changed_text_names_its_first_differing_token(tmp_path):
     """The verdict counts in the model's tokens: a text changed from its fourth token on is told so."""
