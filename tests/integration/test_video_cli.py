@@ -56,7 +56,7 @@ def runs(tmp_path_factory, tiny_cache):
     picture = base / "boat.png"
     Image.new("RGB", (80, 50), (20, 90, 200)).save(picture)  # wider than the video: cropped at the sides
     readme = (ROOT / "README.md").read_text()
-    offline = next(line for line in readme.splitlines() if line.endswith("--model tiny-svd"))
+    offline, from_prompt = [line for line in readme.splitlines() if line.endswith("--model tiny-svd")][:2]
     image = ["--image", str(picture)]
     plans = {
         "mp4": ["video", *image, *REQUEST, "-o", "clip.mp4"],
@@ -67,6 +67,7 @@ def runs(tmp_path_factory, tiny_cache):
         "kept": ["video", "a boat", "--image-model", "tiny-sd", "--keep-image", *REQUEST, "--width", "40",
                  "--height", "24", "-o", "kept.mp4"],
         "readme": shlex.split(offline)[1:],
+        "readme-prompt": shlex.split(from_prompt)[1:],
     }
     made = {}
     for name, args in plans.items():
@@ -194,6 +195,19 @@ def test_readme_offline_command_draws_prints_and_records_a_seed(runs):
     assert written.name == f"boat-{seed}.mp4" and sidecar(written)["parameters"]["seed"] == seed
     reader = iio2.get_reader(written)
     assert reader.count_frames() == 4 and reader.get_meta_data()["fps"] == 7, "the model's defaults"
+    reader.close()
+
+
+def test_readme_offline_prompt_draws_its_first_frame_with_a_tiny_model(runs):
+    """Text to video with tiny-svd needs no download: its first frame comes from tiny-sdxl, not sdxl-turbo."""
+    result, out = runs["readme-prompt"]
+    assert result.returncode == 0, result.stderr
+    [written] = out.glob("*.mp4")
+    assert result.stdout.strip().endswith(written.name)
+    params = sidecar(written)["parameters"]
+    assert params["image_model"] == "tiny-sdxl" and params["input_rule"] == "first frame drawn by tiny-sdxl at 32x32"
+    reader = iio2.get_reader(written)
+    assert reader.count_frames() == 4 and reader.get_meta_data()["size"] == (32, 32)
     reader.close()
 
 
