@@ -102,7 +102,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="One JSON obje
 def json_listing(what: str):
     """--json of a list command: says what the one JSON array holds."""
     return Annotated[bool, typer.Option("--json", metavar="", help=f"Print one JSON array of {what} on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Only results and errors: no progress.")]
+def _quiet_now(ctx: typer.Context, quiet: bool) -> bool:
+    """-q takes effect while the options are read, before the command says anything (a drawn seed's note)."""
+    if quiet and ctx.obj is not None:
+        ctx.obj.quiet = True
+    return quiet
+
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="", callback=_quiet_now,
+                                        help="Only results and errors: no progress.")]
 NoServerOpt = Annotated[bool, typer.Option(
     "--no-server", rich_help_panel=DEVICE_PANEL,
     metavar="", help="Run here even when `stablekit serve` is running (also: STABLEKIT_SERVER=0).")]

@@ -189,6 +189,26 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert "why" in human.stdout and "float32" in human.stdout
 
 
+
+@pytest.mark.parametrize("args", [
+    ("image", "a castle", "-m", "tiny-sd", "-o", "castle.png"),
+    ("video", "--image", "castle.png", "-m", "tiny-svd", "-n", "2", "-o", "clip.gif"),
+    ("image", "a castle", "-m", "tiny-sd", "--dry-run"),
+], ids=["image", "video-n2", "dry-run"])
+def test_quiet_after_the_command_silences_the_drawn_seed_too(tmp_path, args):
+    """`-q` after the command name is read before the seed is drawn: nothing on stderr, the seed still recorded."""
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (20, 90, 200)).save(tmp_path / "castle.png")
+    loud = run_cli(*args, "--overwrite" if "--dry-run" not in args else "--json")
+    assert loud.returncode == 0 and "(drawn; pass --seed" in loud.stderr, loud.stderr
+    quiet = run_cli(*args, "-q", "--overwrite" if "--dry-run" not in args else "--json")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    if "--dry-run" not in args:
+        outputs = [Path(line) for line in quiet.stdout.split()]
+        assert outputs and all(isinstance(json.loads(Path(f"{o}.json").read_text())["parameters"]["seed"], int)
+                               for o in outputs)
+
 def test_does_not_fit_is_a_clear_failure():
     result = run_cli("image", "a castle", "--model", "sd35-large", "--dry-run", "--vram", "4", "--device", "cpu")
     one_line_error(result, 1, "sd35-large does not fit", "Hint:")
