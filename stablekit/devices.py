@@ -34,13 +34,16 @@ def probe(device: str | None = None) -> Hardware:
     """Read the machine: a CUDA GPU (the one `device` names as cuda:N, else the first; free memory now), else
     MPS, else CPU; and system RAM. A cuda:N beyond the GPUs present reads GPU 0 and lets plan() refuse it."""
     import psutil
-    import torch
 
     from .cpu_features import native_bf16
 
     memory = psutil.virtual_memory()
     ram_total, ram_free = memory.total / GIB, memory.available / GIB
     cpu_bf16 = native_bf16()  # --device cpu on a GPU machine plans with it too
+    if _cpu_only_torch():
+        return _cpu_hardware(ram_total, ram_free, cpu_bf16)
+    import torch
+
     if torch.cuda.is_available():
         count = torch.cuda.device_count()
         index = _gpu_index(device)
@@ -54,11 +57,31 @@ def probe(device: str | None = None) -> Hardware:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return Hardware("mps", "Apple silicon", round(ram_total, 2), round(ram_free, 2), round(ram_total, 2),
                         round(ram_free, 2), None, 1, cpu_bf16)
+    return _cpu_hardware(ram_total, ram_free, cpu_bf16)
+
+
+def _cpu_hardware(ram_total: float, ram_free: float, cpu_bf16: bool) -> Hardware:
     import platform
+
+    import psutil
 
     name = platform.processor() or platform.machine()
     return Hardware("cpu", f"{name} ({psutil.cpu_count()} cores)", round(ram_total, 2), round(ram_free, 2),
                     round(ram_total, 2), round(ram_free, 2), None, 0, cpu_bf16)
+
+
+def _cpu_only_torch() -> bool:
+    """A CPU-only torch build (PyTorch's CPU wheels, version "X+cpu") off macOS can reach no CUDA or MPS device,
+    so the probe need not import torch (2-4 s of a --dry-run); any other build, or torch already imported, asks
+    torch itself."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    if "torch" in sys.modules or sys.platform == "darwin":
+        return False
+    try:
+        return version("torch").endswith("+cpu")
+    except PackageNotFoundError:
+        return False
 
 
 def _gpu_index(device: str | None) -> int | None:

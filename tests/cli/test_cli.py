@@ -23,6 +23,18 @@ def test_fast_paths_import_no_ml_library(args):
     assert not modules & set(HEAVY), modules & set(HEAVY)
 
 
+
+def test_a_dry_run_on_a_cpu_build_of_torch_imports_no_ml_library():
+    """With PyTorch's CPU wheel (the README's install) a plan needs no torch: no GPU can be there to ask about."""
+    from importlib.metadata import version
+
+    if not version("torch").endswith("+cpu"):
+        pytest.skip("torch is not a +cpu build here")
+    result, imported = import_trace("image", "a castle", "--model", "sd-turbo", "--dry-run", "--json", "--vram", "40")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["plan"]["device"] == "cpu"
+    assert not top_level(imported) & {"torch", "diffusers", "transformers", "accelerate"}
+
 def test_completion_offers_model_ids_without_ml_libraries():
     env = {"_STABLEKIT_COMPLETE": "complete_bash", "COMP_WORDS": "stablekit image cat --model tiny-s",
            "COMP_CWORD": "4"}

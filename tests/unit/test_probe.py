@@ -59,3 +59,53 @@ def test_a_gpu_that_is_not_there_is_refused_by_the_plan(two_gpus):
     hardware = devices.probe("cuda:7")
     with pytest.raises(UsageError, match="no such GPU"):
         devices.plan(spec, hardware, devices.default_workload(spec), devices.Overrides(device="cuda:7"))
+
+
+@pytest.mark.parametrize(("installed", "platform", "expected"), [
+    ("2.13.0+cpu", "linux", True), ("2.13.0+cpu", "win32", True), ("2.13.0", "linux", False),
+    ("2.13.0+cu130", "linux", False), ("2.13.0+rocm6.4", "linux", False), ("2.13.0+cpu", "darwin", False),
+    (None, "linux", False),
+])
+def test_only_a_cpu_build_of_torch_skips_importing_it(monkeypatch, installed, platform, expected):
+    """PyTorch's CPU wheels can reach no GPU, so a plan (a --dry-run) need not import torch to know it."""
+    import importlib.metadata
+    import sys
+
+    def version(name):
+        if installed is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed
+
+    monkeypatch.delitem(sys.modules, "torch")  # as in a fresh CLI process (restored after the test)
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(sys, "platform", platform)
+    assert devices._cpu_only_torch() is expected
+
+
+def test_torch_already_imported_is_asked_itself(monkeypatch, two_gpus):
+    """In a process that has torch (a server, a test), its answer counts, whatever the wheel's name says."""
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.13.0+cpu")
+    assert devices._cpu_only_torch() is False
+    assert devices.probe().accelerator == "cuda"
+
+
+def test_the_cpu_fast_path_reads_ram_cores_and_bf16(monkeypatch):
+    import psutil
+
+    monkeypatch.setattr(devices, "_cpu_only_torch", lambda: True)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=64 * GIB, available=48 * GIB))
+    import torch
+
+    import stablekit.cpu_features
+
+    monkeypatch.setattr(stablekit.cpu_features, "native_bf16", lambda: True)
+
+    def asked():
+        raise AssertionError("torch was asked")
+
+    monkeypatch.setattr(torch.cuda, "is_available", asked)
+    hardware = devices.probe(None)
+    assert (hardware.accelerator, hardware.memory_total_gib, hardware.ram_available_gib) == ("cpu", 64.0, 48.0)
+    assert hardware.cpu_bf16 is True and f"({psutil.cpu_count()} cores)" in hardware.name
