@@ -31,6 +31,22 @@ def _has_variant(folder: Path, variant: str) -> bool:
     return any(folder.glob(f"*/*.{variant}.safetensors")) or any(folder.glob(f"*.{variant}.safetensors"))
 
 
+def _local_variant(folder: Path, dtype) -> str | None:
+    """The fp16 files of a local folder (a clone of a hub repository, or `save_pretrained(variant="fp16")`): a
+    16-bit run reads them, half the bytes, as a catalog record's variant does; a float32 run reads the full
+    files, unless some component has only fp16 ones (diffusers falls back to a component's full files where it
+    lacks the variant, not the other way round)."""
+    if not _has_variant(folder, "fp16"):
+        return None
+    if str(dtype) != "torch.float32":
+        return "fp16"
+    for part in (folder, *(child for child in folder.iterdir() if child.is_dir())):
+        weights = [f.name for f in part.glob("*.safetensors")]
+        if weights and all(".fp16." in name for name in weights):
+            return "fp16"
+    return None
+
+
 def load_diffusers(spec: ModelSpec, folder: Path, dtype, progress: Progress | None = None, **components):
     """The pipeline (or single model) class named by the record, loaded from a local folder only.
 
@@ -39,6 +55,7 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, progress: Progress | No
     exist, and are kept after the load where not (stablekit.weights_cache).
     """
     from . import weights_cache
+    from .quiet import errors_unlogged
 
     progress = progress or Progress()
     cache_limit = weights_cache.budget()  # a malformed setting is said before any loading
@@ -57,6 +74,8 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, progress: Progress | No
     kwargs.update(components)
     if spec.variant and not spec.checkpoint and _has_variant(folder, spec.variant):
         kwargs["variant"] = spec.variant
+    elif spec.local_path and not spec.variant and not spec.checkpoint and _local_variant(folder, dtype):
+        kwargs["variant"] = _local_variant(folder, dtype)
     convertible, in_use = [], set()
     if cache_limit and not spec.checkpoint and spec.loader.endswith("Pipeline"):
         convertible = weights_cache.convertible(folder, str(dtype).removeprefix("torch."), kwargs.get("variant"),
@@ -66,9 +85,10 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, progress: Progress | No
         in_use = {component.key for component in convertible if component.name in kept}
         convertible = [component for component in convertible if component.name not in kept]
     try:
-        if spec.checkpoint:  # one .safetensors file in the original layout; configs from `folder`
-            return cls.from_single_file(spec.checkpoint, config=str(folder), **kwargs)
-        pipe = cls.from_pretrained(folder, use_safetensors=True, **kwargs)
+        with errors_unlogged("diffusers", "transformers"):
+            if spec.checkpoint:  # one .safetensors file in the original layout; configs from `folder`
+                return cls.from_single_file(spec.checkpoint, config=str(folder), **kwargs)
+            pipe = cls.from_pretrained(folder, use_safetensors=True, **kwargs)
     except (OSError, ValueError) as err:
         source = spec.checkpoint or folder
         raise StablekitError(f"cannot load {spec.name} from {source}: {str(err).splitlines()[0]}",

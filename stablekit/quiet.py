@@ -41,6 +41,22 @@ def import_quietly(*names: str) -> None:
 
 
 @contextlib.contextmanager
+def errors_unlogged(*names: str) -> Iterator[None]:
+    """The named libraries' loggers off for a call whose failure stablekit reports itself: diffusers logs an
+    error ("An error occurred while trying to fetch ...") just before raising it, which printed the same message
+    twice above the one-line error."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
     """Run a job with the libraries' warnings and notices off; progress and errors are stablekit's own."""
     with warnings.catch_warnings():
