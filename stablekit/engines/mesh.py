@@ -19,8 +19,7 @@ from .. import __version__, devices, hub
 from ..console import Progress
 from ..devices import GIB, DevicePlan, Workload, torch_dtype
 from ..errors import InputError, UsageError
-from ..models.triposr import preprocess, turntable
-from ..models.triposr.bake import TEXTURE_RANGE
+from ..models.triposr import preprocess  # (the package's torch code is imported by load and run, not plan)
 from ..models.triposr.decimate import MIN_FACES
 from ..outputs import OutputOptions, check_template
 from ..params import MeshRequest
@@ -44,6 +43,7 @@ CPU_CHUNK = 8192  # measured fastest on CPUs: larger chunks fall out of cache
 CHUNK_RANGE = (8192, 1 << 20)
 _BYTES_PER_POINT = 4096  # a point's plane features and MLP activations in fp32, with room to spare
 TURNTABLE_VIEWS_RANGE = (1, 720)
+TEXTURE_RANGE = (64, 8192)  # --texture: texels per side of the baked texture
 TURNTABLE_SIZE_RANGE = (32, 2048)
 _FULL_PRECISION = ("dtype float32: TripoSR runs in full precision (the surface lies where exp(density) = 25); "
                    "--dtype bfloat16 or float16 to halve the weights")
@@ -228,6 +228,8 @@ class MeshSession:
         self.model = None
 
     def run(self, plan: Plan, sink, inputs: dict | None = None) -> None:
+        from ..models.triposr import turntable
+
         request, progress = plan.request, self.progress
         if request.image:
             if request.seed is not None:
@@ -276,6 +278,8 @@ class MeshSession:
 
     def _turntable(self, mesh, request: MeshRequest):
         """The finished mesh (TripoSR's frame) from request.turntable_views cameras around it: uint8 frames."""
+        from ..models.triposr import turntable
+
         size, views = request.turntable_size, request.turntable_views
         with self.progress.task(f"turntable: {views} views at {size}x{size}", total=views) as advance:
             return turntable.render_turntable(mesh, views, size, on_view=advance)

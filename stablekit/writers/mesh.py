@@ -13,12 +13,12 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import trimesh
-from trimesh.exchange.gltf import export_glb
-from trimesh.exchange.obj import export_obj
+
+if TYPE_CHECKING:  # trimesh (1.5 s to import) is imported where a mesh is written: planning needs none
+    import trimesh
 
 from .. import __version__
 from ..outputs import current_umask, storage_error, temporary_path, write_atomic
@@ -40,6 +40,8 @@ def is_textured(mesh: trimesh.Trimesh) -> bool:
 
 def orient(mesh: trimesh.Trimesh, up: str) -> trimesh.Trimesh:
     """A copy of `mesh` in the frame named by `up` (a rotation: winding, colours, UVs and normals are kept)."""
+    import trimesh
+
     axes = list(UP_AXES[up])
     return trimesh.Trimesh(vertices=np.ascontiguousarray(np.asarray(mesh.vertices)[:, axes]), faces=mesh.faces.copy(),
                            vertex_normals=np.ascontiguousarray(np.asarray(mesh.vertex_normals)[:, axes]),
@@ -77,6 +79,8 @@ def write_mesh(mesh: trimesh.Trimesh, path: Path, metadata: dict[str, Any] | Non
         if suffix == ".glb":
             tmp.write_bytes(glb_bytes(mesh, metadata))
         elif suffix == ".obj":
+            from trimesh.exchange.obj import export_obj
+
             tmp.write_text(export_obj(mesh, include_normals=False, header=_header(metadata)), encoding="utf-8")
         else:
             tmp.write_bytes(mesh.export(file_type=FORMATS[suffix]))
@@ -97,6 +101,8 @@ def textured_obj_files(mesh: trimesh.Trimesh, path: Path, metadata: dict[str, An
     from PIL.PngImagePlugin import PngInfo
 
     files = companions(path)
+    from trimesh.exchange.obj import export_obj
+
     text, _ = export_obj(mesh, include_normals=True, include_texture=True, return_texture=True,
                          mtl_name=files["material"].name, header=_header(metadata))
     material_name = mesh.visual.material.name or "material"
@@ -178,6 +184,9 @@ def glb_bytes(mesh: trimesh.Trimesh, metadata: dict[str, Any] | None) -> bytes:
                     views[accessors[accessor]["bufferView"]]["target"] = ARRAY_BUFFER
                 if "indices" in primitive:
                     views[accessors[primitive["indices"]]["bufferView"]]["target"] = ELEMENT_ARRAY_BUFFER
+
+    import trimesh
+    from trimesh.exchange.gltf import export_glb
 
     return export_glb(trimesh.Scene({"mesh": mesh}), include_normals=True, tree_postprocessor=finish)
 

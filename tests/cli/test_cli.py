@@ -24,16 +24,30 @@ def test_fast_paths_import_no_ml_library(args):
 
 
 
-def test_a_dry_run_on_a_cpu_build_of_torch_imports_no_ml_library():
-    """With PyTorch's CPU wheel (the README's install) a plan needs no torch: no GPU can be there to ask about."""
+@pytest.mark.parametrize("args", [
+    ("image", "a castle", "--model", "sd-turbo"),
+    ("video", "--image", "{picture}", "--model", "svd-xt"),
+    ("audio", "rain", "--model", "stable-audio-open"),
+    ("text", "hi", "--model", "stablelm-2-1.6b"),
+    ("mesh", "--image", "{picture}", "--no-remove-bg", "--texture", "512", "--turntable", "{tmp}/spin.mp4",
+     "-o", "{tmp}/chair.glb"),
+    ("mesh", "a chair", "--no-remove-bg"),
+], ids=["image", "video", "audio", "text", "mesh", "mesh-from-prompt"])
+def test_a_dry_run_on_a_cpu_build_of_torch_imports_no_ml_library(tmp_path, args):
+    """With PyTorch's CPU wheel (the README's install) a plan needs no torch (no GPU can be there to ask about),
+    nor the libraries that run or write the job (trimesh: 1.5 s; TripoSR's torch code)."""
     from importlib.metadata import version
+
+    from PIL import Image
 
     if not version("torch").endswith("+cpu"):
         pytest.skip("torch is not a +cpu build here")
-    result, imported = import_trace("image", "a castle", "--model", "sd-turbo", "--dry-run", "--json", "--vram", "40")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["plan"]["device"] == "cpu"
-    assert not top_level(imported) & {"torch", "diffusers", "transformers", "accelerate"}
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(tmp_path / "chair.png")
+    argv = [a.format(picture=tmp_path / "chair.png", tmp=tmp_path) for a in args]
+    result, imported = import_trace(*argv, "--dry-run", "--json", "--vram", "200")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1])["plan"]["device"] == "cpu"
+    assert not top_level(imported) & {"torch", "diffusers", "transformers", "accelerate", "trimesh"}
 
 def test_completion_offers_model_ids_without_ml_libraries():
     env = {"_STABLEKIT_COMPLETE": "complete_bash", "COMP_WORDS": "stablekit image cat --model tiny-s",

@@ -18,7 +18,6 @@ import torch
 from ...errors import StablekitError
 from .raster import rasterize
 
-TEXTURE_RANGE = (64, 8192)
 CHART_GAP = 2.0  # the smallest gap between charts wanted in the final texture, in texels
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 from ...errors import InputError, StablekitError
 
@@ -98,6 +100,9 @@ def prepare(image: Image.Image, *, remove_bg: bool,
 
 def model_input(images: np.ndarray, size: int) -> torch.Tensor:
     """uint8 (B,) H, W, 3 -> float (B, 3, size, size) in [0, 1]: bilinear with antialiasing, as the official code."""
+    import torch  # here: planning a mesh job (reading its image) needs no torch
+    import torch.nn.functional as F
+
     batch = torch.from_numpy(np.ascontiguousarray(images).astype(np.float32) / 255.0)
     if batch.ndim == 3:
         batch = batch.unsqueeze(0)
