@@ -147,6 +147,9 @@ def _choose_dtype(spec: ModelSpec, hardware: Hardware, device: str, requested: s
                              hint="use --dtype float16")
         if dtype == "float16" and kind == "cpu":
             return dtype, "dtype float16: asked for (slow on most CPUs; bfloat16 is faster there)"
+        if dtype == "bfloat16" and kind == "cpu" and not hardware.cpu_bf16:
+            return dtype, ("dtype bfloat16: asked for with --dtype; this CPU has no bf16 instructions, so torch "
+                           "emulates it: half the memory of float32, but far slower (convolutions up to ~100x)")
         return dtype, f"dtype {dtype}: asked for with --dtype"
     if kind == "cpu" and hardware.cpu_bf16:
         return "bfloat16", ("dtype bfloat16: this CPU computes bf16 in hardware (AVX512_BF16/AMX/Arm BF16): half "
