@@ -10,6 +10,8 @@
 #         on cores 0-3, while
 # cpu     benchmarks/cpu.py on the other cores: the CPU paths (bf16 where the CPU has it, the tiny decoder)
 # text    benchmarks/text.py's StableLM-2-1.6B on the GPU (not in the default parts: the loan is short)
+# bf16    benchmarks/bf16.py on the CPU: every family at full size in bfloat16, outputs sane (not in the default
+#         parts; worth its minutes where the host CPU has AMX / AVX512_BF16: `env` says)
 # Each part has its own time limit and its own log section in $OUT/gpu.log; a failing part does not stop the next.
 #
 # On this project's lent H200 machines (torch 2.11, transformers 5.17, no diffusers, no network) it ran from the
@@ -71,6 +73,7 @@ for arch in ('sdxl', 'sd-turbo'):
         fi
         wait $tests ;;
     cpu) OMP_NUM_THREADS=$CORES part cpu 300 "${CPU_BENCH[@]}" ;;
+    bf16) OMP_NUM_THREADS=$CORES part bf16 420 python3 benchmarks/bf16.py --work-dir "$WORK" --save "$OUT/bf16.json" ;;
     text) part text 150 python3 benchmarks/text.py --models 1.6b --runs 1 --device cuda --dtype bfloat16 \
             --tokens 64 --save "$OUT/text.json" ;;
     *) echo "unknown part: $name" ;;

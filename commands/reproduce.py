@@ -40,8 +40,7 @@ def reproduce(
     """Run the job recorded in FILE again: same model, parameters and seed, on this machine's device plan."""
     from stablekit.reproduce import reproduce as run
 
-    console = ctx.obj
-    console.quiet = console.quiet or quiet
+    console = ctx.obj  # (-q is already applied: QuietOpt's callback)
     done = run(file, output=output, verify=verify, device=None if device in (None, "auto") else device,
                dtype=value(dtype), progress=console)
     if json_output:

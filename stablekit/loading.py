@@ -74,8 +74,8 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, progress: Progress | No
     kwargs.update(components)
     if spec.variant and not spec.checkpoint and _has_variant(folder, spec.variant):
         kwargs["variant"] = spec.variant
-    elif spec.local_path and not spec.variant and not spec.checkpoint and _local_variant(folder, dtype):
-        kwargs["variant"] = _local_variant(folder, dtype)
+    elif spec.local_path and not spec.checkpoint and (variant := _local_variant(folder, dtype)):
+        kwargs["variant"] = variant
     convertible, in_use = [], set()
     if cache_limit and not spec.checkpoint and spec.loader.endswith("Pipeline"):
         convertible = weights_cache.convertible(folder, str(dtype).removeprefix("torch."), kwargs.get("variant"),
