@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -72,7 +73,7 @@ def check_output(command: str, path: Path | None, record: dict) -> str:
     return "ok"
 
 
-def run_family(name: str, folder: Path, work: Path, env: dict, size: int) -> dict:
+def run_family(name: str, folder: Path, work: Path, env: dict, size: int, timeout: float) -> dict:
     from memory import picture
 
     command, args, output = JOBS[name]
@@ -84,7 +85,10 @@ def run_family(name: str, folder: Path, work: Path, env: dict, size: int) -> dic
     if output:
         argv += ["--overwrite", "-o", str(out / output)]
     started = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True, env=env)
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:  # the command is killed with it
+        return {"check": f"not finished in {timeout:g} s", "seconds": time.perf_counter() - started}
     seconds = time.perf_counter() - started
     if result.returncode:
         return {"check": f"exit {result.returncode}: {result.stderr.strip().splitlines()[-1:]}", "seconds": seconds}
@@ -108,8 +112,12 @@ def main() -> int:
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "stablekit-bf16"))
     parser.add_argument("--size", type=int, default=256,
                         help="image and video side in pixels (64 where bf16 is emulated: its convolutions are slow)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds one family's job may take")
     parser.add_argument("--save", help="write the results as JSON")
     args = parser.parse_args()
+    # A SIGTERM (an outer `timeout`) becomes an exit, so subprocess.run kills the running command on its way out
+    # instead of leaving it to run on.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     families = args.families.split(",")
     unknown = set(families) - set(JOBS)
     if unknown:
@@ -129,7 +137,7 @@ def main() -> int:
     results = {}
     for name in families:
         folder = memory.build(name, work)
-        results[name] = run_family(name, folder, work, env, args.size)
+        results[name] = run_family(name, folder, work, env, args.size, args.timeout)
         print(f"{name:<16}{results[name]['seconds']:>8.1f} s  {results[name]['check']}", flush=True)
     if args.save:
         Path(args.save).write_text(json.dumps({"bf16_in_hardware": native_bf16(), "size": args.size,

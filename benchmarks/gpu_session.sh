@@ -73,7 +73,8 @@ for arch in ('sdxl', 'sd-turbo'):
         fi
         wait $tests ;;
     cpu) OMP_NUM_THREADS=$CORES part cpu 300 "${CPU_BENCH[@]}" ;;
-    bf16) OMP_NUM_THREADS=$CORES part bf16 420 python3 benchmarks/bf16.py --work-dir "$WORK" --save "$OUT/bf16.json" ;;
+    bf16) OMP_NUM_THREADS=$CORES part bf16 420 python3 benchmarks/bf16.py --work-dir "$WORK" --timeout 90 \
+            --save "$OUT/bf16.json" ;;
     text) part text 150 python3 benchmarks/text.py --models 1.6b --runs 1 --device cuda --dtype bfloat16 \
             --tokens 64 --save "$OUT/text.json" ;;
     *) echo "unknown part: $name" ;;
