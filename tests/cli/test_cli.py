@@ -23,7 +23,6 @@ def test_fast_paths_import_no_ml_library(args):
     assert not modules & set(HEAVY), modules & set(HEAVY)
 
 
-
 @pytest.mark.parametrize("args", [
     ("image", "a castle", "--model", "sd-turbo"),
     ("video", "--image", "{picture}", "--model", "svd-xt"),
@@ -48,6 +47,7 @@ def test_a_dry_run_on_a_cpu_build_of_torch_imports_no_ml_library(tmp_path, args)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.splitlines()[-1])["plan"]["device"] == "cpu"
     assert not top_level(imported) & {"torch", "diffusers", "transformers", "accelerate", "trimesh"}
+
 
 def test_completion_offers_model_ids_without_ml_libraries():
     env = {"_STABLEKIT_COMPLETE": "complete_bash", "COMP_WORDS": "stablekit image cat --model tiny-s",
@@ -215,7 +215,6 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert "why" in human.stdout and "float32" in human.stdout
 
 
-
 @pytest.mark.parametrize("args", [
     ("image", "a castle", "-m", "tiny-sd", "-o", "castle.png"),
     ("video", "--image", "castle.png", "-m", "tiny-svd", "-n", "2", "-o", "clip.gif"),
@@ -234,6 +233,7 @@ def test_quiet_after_the_command_silences_the_drawn_seed_too(tmp_path, args):
         outputs = [Path(line) for line in quiet.stdout.split()]
         assert outputs and all(isinstance(json.loads(Path(f"{o}.json").read_text())["parameters"]["seed"], int)
                                for o in outputs)
+
 
 def test_does_not_fit_is_a_clear_failure():
     result = run_cli("image", "a castle", "--model", "sd35-large", "--dry-run", "--vram", "4", "--device", "cpu")

@@ -60,7 +60,6 @@ def test_dtype_float32_keeps_the_old_behaviour_on_a_bf16_cpu():
     assert plan.dtype == "float32" and "dtype float32: asked for with --dtype" in plan.reasons
 
 
-
 @pytest.mark.parametrize("bf16", [False, True])
 def test_bfloat16_asked_for_on_a_cpu_without_it_says_it_is_emulated(bf16):
     """--dtype bfloat16 still runs where the CPU lacks bf16 (for its memory), but the plan says what it costs: torch
@@ -70,6 +69,7 @@ def test_bfloat16_asked_for_on_a_cpu_without_it_says_it_is_emulated(bf16):
     [reason] = [r for r in plan.reasons if r.startswith("dtype ")]
     assert plan.dtype == "bfloat16" and reason.startswith("dtype bfloat16: asked for with --dtype")
     assert ("emulates it" in reason and "far slower" in reason) is not bf16
+
 
 def test_gpus_are_unaffected_by_the_cpu_flag():
     spec = load_registry().get("sdxl")

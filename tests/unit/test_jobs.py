@@ -21,7 +21,6 @@ def test_flags_over_preset_over_model_defaults_over_type_defaults(tmp_path):
     assert job.spec.id == "tiny-sd" and job.command == "image"
 
 
-
 @pytest.mark.parametrize("command,tiny,real", [("video", "tiny-svd", "svd-xt"), ("mesh", "tiny-triposr", "triposr")])
 def test_a_tiny_model_draws_its_first_image_with_a_tiny_model(command, tiny, real):
     """Offline smoke runs from a prompt need no download: the tiny models pair with tiny-sdxl, the real ones with
@@ -30,6 +29,7 @@ def test_a_tiny_model_draws_its_first_image_with_a_tiny_model(command, tiny, rea
     assert job_from(command, {"prompt": "a boat", "model": real}).request.image_model == "sdxl-turbo"
     chosen = job_from(command, {"prompt": "a boat", "model": tiny, "image_model": "tiny-sd"})
     assert chosen.request.image_model == "tiny-sd"
+
 
 def test_the_flat_object_holds_every_request_field_and_the_job_keys():
     job = job_from("audio", {"prompt": "rain", "model": "tiny-audio", "seed": 4, "output": "x.wav", "id": "r1"})

@@ -50,7 +50,6 @@ def test_readme_makefile_and_ci_agree():
     assert "test_project.py::test_readme_makefile_and_ci_agree" in (ROOT / ".ci" / "run").read_text()
 
 
-
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
 def test_ci_run_removes_its_environment_when_killed(tmp_path, signal_name):
     """A CI runner that stops .ci/run (timeout, cancel) kills its process group: the 2 GB scratch venv still goes.
