@@ -52,6 +52,16 @@ class Layout:
     files: tuple[str, ...] = ()  # allow-patterns, where the loader's defaults do not fit
 
 
+def json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file's contents, or {} when it is absent, unreadable or not an object: for readers whose
+    caller (the loader, a cache) reports or tolerates a bad file itself."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _json(folder: Path, name: str, where: str) -> dict[str, Any] | None:
     """A JSON object file of the folder, None when absent; a clear error when it is not a JSON object."""
     path = folder / name

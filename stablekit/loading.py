@@ -101,14 +101,9 @@ def load_diffusers(spec: ModelSpec, folder: Path, dtype, progress: Progress | No
 def saved_without(folder: Path) -> dict[str, None]:
     """The components a pipeline folder was saved without (`"text_encoder_3": [null, null]`: SD3 saved with its
     T5 dropped), as None: diffusers loads such a folder only when told so again."""
-    import json
+    from .layouts import json_object
 
-    try:
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(index, dict):
-        return {}
+    index = json_object(folder / "model_index.json")
     return {key: None for key, value in index.items() if not key.startswith("_") and value == [None, None]}
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .checkpoints import header, numel
 from .errors import InputError, UsageError
+from .layouts import json_object
 from .paths import stablekit_home
 
 GIB = 1024**3
@@ -85,7 +86,7 @@ def convertible(folder: Path, dtype_name: str, variant: str | None, skip: set[st
 
     Read from model_index.json and the safetensors headers only (no torch): a folder this cannot read yields none.
     """
-    index = _json(folder / "model_index.json")
+    index = json_object(folder / "model_index.json")
     found = []
     for name, value in index.items():
         if name.startswith("_") or name in skip or not _is_model_entry(value):
@@ -98,7 +99,7 @@ def convertible(folder: Path, dtype_name: str, variant: str | None, skip: set[st
 
 def convertible_model(folder: Path, dtype_name: str) -> Component | None:
     """A transformers model folder (config.json naming its class) that a load in `dtype_name` would convert."""
-    architectures = _json(folder / "config.json").get("architectures")
+    architectures = json_object(folder / "config.json").get("architectures")
     if not isinstance(architectures, list) or len(architectures) != 1 or not isinstance(architectures[0], str):
         return None
     return _component("model", "transformers", architectures[0], folder, dtype_name, None)
@@ -204,14 +205,6 @@ def _is_model_entry(value) -> bool:
             and isinstance(value[1], str))
 
 
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _weight_files(subfolder: Path, variant: str | None) -> list[Path]:
     """The .safetensors files from_pretrained would read: the variant's where it has them, else the plain ones."""
     try:
@@ -274,7 +267,7 @@ def _load(component: Component, entry: Path, dtype):
 def _check_sizes(entry: Path) -> None:
     """Every file the entry was written with, at the size it was written (a cheap check against a copy truncated,
     replaced or emptied since)."""
-    written = _json(entry / META).get("files")
+    written = json_object(entry / META).get("files")
     if not isinstance(written, dict) or not written:
         raise ValueError("its record of its files is missing")
     for name, size in written.items():

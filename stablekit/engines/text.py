@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -15,6 +14,7 @@ from .. import hub
 from ..console import Progress
 from ..devices import Workload, torch_dtype, transformers_load_kwargs
 from ..errors import StablekitError, UsageError
+from ..layouts import json_object
 from ..params import TextRequest
 from ..planning import Plan, plan_device
 from ..registry import ModelSpec
@@ -37,10 +37,7 @@ _CHARS_PER_TOKEN = 3  # a cautious guess at the prompt's length before the token
 def context_length(spec: ModelSpec, folder: Path | None = None) -> int | None:
     """The model's context in tokens: the catalog's figure, or the folder's config for a model not in it."""
     if spec.origin in ("local", "hub") and folder is not None:
-        try:
-            value = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
-        except (OSError, ValueError):
-            value = None
+        value = json_object(folder / "config.json").get("max_position_embeddings")
         if isinstance(value, int) and value > 0:
             return value
     value = spec.limits.get("context_length")
@@ -155,11 +152,7 @@ def _load_error(spec: ModelSpec, folder: Path, err: Exception) -> StablekitError
 
 def _refuse_own_code(spec: ModelSpec, folder: Path) -> None:
     """A folder whose config maps to its own Python classes runs that code: only when the user asked for it."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # the loader's own error says what is wrong with the file
-    if isinstance(config, dict) and config.get("auto_map"):
+    if json_object(folder / "config.json").get("auto_map"):  # (a bad file: the loader's own error says so)
         raise StablekitError(f"{spec.id}: the model needs its repository's own code (auto_map); stablekit never "
                              "runs code from model repositories unless asked",
                              hint=f"pass --trust-remote-code if you trust the code in {folder} (it runs on your "
