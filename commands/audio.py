@@ -112,4 +112,4 @@ def audio(
     job = job.with_request(**vars(with_length(job.request, seconds=seconds, start=start)))
     submit(ctx, [job], output_dir=output_dir, overwrite=overwrite, json_output=json_output, dry_run=dry_run,
            compute_capability=compute_capability,
-           quiet=quiet, no_server=no_server, locked=locked)
+           no_server=no_server, locked=locked)

@@ -107,7 +107,6 @@ def batch(
     from stablekit.manifest import NAME, Manifest
 
     console = ctx.obj
-    console.quiet = console.quiet or quiet
     driver = ray_driver(engine, address, workers, gpus_per_worker, cpus_per_worker)
     sets = parse_sets(set_ or [])
     sets.update({key: str(value) for key, value in device_flags(device, dtype, offload, vram).items()

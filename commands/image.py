@@ -169,4 +169,4 @@ def image(
             for k, text in enumerate(prompts)]
     submit(ctx, jobs, output_dir=output_dir, overwrite=overwrite, json_output=json_output, dry_run=dry_run,
            compute_capability=compute_capability,
-           quiet=quiet, no_server=no_server, locked=locked, as_batch=prompts_file is not None)
+           no_server=no_server, locked=locked, as_batch=prompts_file is not None)

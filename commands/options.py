@@ -155,7 +155,7 @@ def capability(text: str | None, dry_run: bool) -> tuple[int, int] | None:
 
 
 def submit(ctx: typer.Context, jobs: list, *, output_dir: str = ".", overwrite: bool = False, json_output: bool = False,
-           dry_run: bool = False, quiet: bool = False, no_server: bool = False, locked: bool = False,
+           dry_run: bool = False, no_server: bool = False, locked: bool = False,
            as_batch: bool = False, compute_capability: str | None = None) -> list[dict]:
     """Hand jobs to the library: their device plans with --dry-run, else to a running `stablekit serve`, else
     run them here into an output sink (`as_batch`: through the batch loop, for a prompts file)."""
@@ -163,7 +163,6 @@ def submit(ctx: typer.Context, jobs: list, *, output_dir: str = ".", overwrite: 
     from stablekit.jobs import output_count
 
     console = ctx.obj
-    console.quiet = console.quiet or quiet
     total = sum(output_count(job) for job in jobs)
     capability(compute_capability, dry_run)
 

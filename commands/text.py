@@ -139,7 +139,7 @@ def text(
     if chat_mode:
         with locking(locked):
             _chat(ctx, None if prompt == "-" else prompt, flags, model, preset, history, trust_remote_code,
-                  json_output, dry_run, quiet)
+                  json_output, dry_run)
         return
     if history:
         raise UsageError("--history is for conversations", hint="add --chat, or use `stablekit chat`")
@@ -148,7 +148,7 @@ def text(
             raise UsageError("no prompt", hint="give one as an argument, or pipe it: echo 'Hello' | stablekit text -")
         prompt = sys.stdin.read().rstrip("\r\n")
     with locking(locked):  # a server cannot honour this run's lock: run here
-        _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry_run, quiet, no_server or locked,
+        _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry_run, no_server or locked,
               compute_capability=compute_capability)
 
 
@@ -188,7 +188,7 @@ def chat(
              "stop": stop or None, "seed": seed, "quantize": value(quantize),
              **device_flags(device, dtype, offload, vram)}
     with locking(locked):
-        _chat(ctx, prompt, flags, model, preset, history, trust_remote_code, json_output, dry_run, quiet)
+        _chat(ctx, prompt, flags, model, preset, history, trust_remote_code, json_output, dry_run)
 
 
 def _write(piece: str) -> None:
@@ -196,13 +196,12 @@ def _write(piece: str) -> None:
     sys.stdout.flush()
 
 
-def _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry_run, quiet,
-          no_server=False, compute_capability=None) -> None:
+def _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry_run, no_server=False,
+          compute_capability=None) -> None:
     from stablekit import client
     from stablekit.jobs import job_from
 
     console = ctx.obj
-    console.quiet = console.quiet or quiet
     values = {**flags, "prompt": prompt, "model": model, "trust_remote_code": trust_remote_code or None}
     job = job_from("text", values, preset=preset)
     if not dry_run and client.run([job], console, on_result=console.result, sink="text", on_text=_write,
@@ -221,7 +220,7 @@ def _text(ctx, prompt, flags, model, preset, trust_remote_code, json_output, dry
         raise typer.Exit(130)
 
 
-def _chat(ctx, prompt, flags, model, preset, history, trust_remote_code, json_output, dry_run, quiet) -> None:
+def _chat(ctx, prompt, flags, model, preset, history, trust_remote_code, json_output, dry_run) -> None:
     from pathlib import Path
 
     from stablekit import runner
@@ -229,7 +228,6 @@ def _chat(ctx, prompt, flags, model, preset, history, trust_remote_code, json_ou
     from stablekit.jobs import job_from
 
     console = ctx.obj
-    console.quiet = console.quiet or quiet
     history_path = Path(history).expanduser() if history else None
     saved = engine.read_history(history_path) if history_path else None
     values = {**flags, "model": model, "trust_remote_code": trust_remote_code or None}

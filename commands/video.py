@@ -133,5 +133,5 @@ def video(
               **device_flags(device, dtype, offload, vram)}
     jobs = expand_count(job_from("video", values, preset=preset), count, ctx.obj.note)
     submit(ctx, jobs, output_dir=output_dir, overwrite=overwrite,
-           json_output=json_output, dry_run=dry_run, quiet=quiet,
+           json_output=json_output, dry_run=dry_run,
            compute_capability=compute_capability, no_server=no_server, locked=locked)
