@@ -151,28 +151,27 @@ def keep(modules: dict, components: list[Component], model: str, limit: int, pro
     """Save each converted component just loaded (`modules` by component name), best effort, within `limit` bytes
     in all and the disk's free space. Entries in `in_use` (the keys this load read its other components from) are
     never evicted to make room: a model bigger than the limit would otherwise rewrite its copies on every run."""
-    if not components or limit <= 0:
+    pending = [component for component in components
+               if hasattr(modules.get(component.name), "save_pretrained") and not (component.entry / META).is_file()]
+    if not pending or limit <= 0:
         return
     root = cache_dir()
     in_use = set(in_use)
-    for component in components:
-        module, dtype_name = modules.get(component.name), component.dtype_name
-        if module is None or not hasattr(module, "save_pretrained") or (component.entry / META).is_file():
-            continue
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            _remove_stale_temporaries(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(root)  # once per load, not per component
+        for component in pending:
+            dtype_name = component.dtype_name
             reason = _room_for(root, component, limit, in_use)
             if reason:
                 progress.note(f"not keeping a {dtype_name} copy of {model}'s {component.name}: {reason}")
                 continue
             progress.stage(f"Keeping a {dtype_name} copy of {model}'s {component.name} "
                            f"({component.nbytes / GIB:.1f} GiB) so later loads skip converting it")
-            _write(module, component, model, root)
+            _write(modules[component.name], component, model, root)
             in_use.add(component.key)
-        except Exception as err:  # noqa: BLE001 - a copy that cannot be kept must not fail the run it speeds up
-            progress.note(f"{_write_failure(err, root)} (the run goes on; {ENV}=off stops trying)")
-            return
+    except Exception as err:  # noqa: BLE001 - a copy that cannot be kept must not fail the run it speeds up
+        progress.note(f"{_write_failure(err, root)} (the run goes on; {ENV}=off stops trying)")
 
 
 def remove_from(source_folder: Path) -> int:
